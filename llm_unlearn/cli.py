@@ -1,0 +1,238 @@
+"""``llm-unlearn``: the command-line interface.
+
+Subcommands: ``data synth`` / ``data check``, ``finetune``, ``eval`` and ``demo`` (the embedded pipeline). Heavy
+libraries are imported inside the commands so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import get_type_hints
+
+_MISSING = dataclasses.MISSING
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field`` option per dataclass field, with its type, default and help text."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        required = f.default is _MISSING and f.default_factory is _MISSING
+        if typ is bool:
+            parser.add_argument(
+                f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+            )
+            continue
+        kwargs = {"type": typ if typ in (int, float, str) else str, "help": help_text}
+        if required:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+            kwargs["help"] = f"{help_text} (default: {f.default})"
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(extra)
+    return cls(**values)
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_data_synth(args) -> int:
+    from .data.synth import SynthConfig, write_benchmark
+
+    cfg = dataclass_from_args(SynthConfig, args)
+    out = write_benchmark(cfg, args.out, overwrite=args.overwrite)
+    meta = json.loads((out / "benchmark.json").read_text())
+    sizes = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
+    print(f"wrote synthetic benchmark to {out}: {sizes}")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from .data.loading import load_split
+    from .data.schema import BenchmarkSplits, check_disjoint
+
+    s = BenchmarkSplits.from_forget(args.forget_split)
+    names = [s.forget, s.retain, s.forget_eval, s.retain_eval, *s.utility]
+    rows = {n: load_split(args.data, n) for n in names}
+    check_disjoint(rows[s.forget], rows[s.retain], s.forget, s.retain)
+    for n in names:
+        print(f"{n}: {len(rows[n])} items ok")
+    print(f"{s.forget} and {s.retain} share no items")
+    return 0
+
+
+# --- finetune -----------------------------------------------------------------------------------------------------
+
+
+def cmd_finetune(args) -> int:
+    from .finetune import FinetuneConfig, finetune
+
+    out = finetune(dataclass_from_args(FinetuneConfig, args))
+    print(f"model saved in {out}")
+    return 0
+
+
+# --- eval ---------------------------------------------------------------------------------------------------------
+
+
+def _reference_result(reference: str, data: str, cfg, eval_data, use_cache: bool) -> dict:
+    from .evaluation.evaluator import evaluate_model, load_result
+
+    path = Path(reference)
+    if path.is_file():
+        return load_result(path)
+    if path.is_dir():
+        return evaluate_model(path, data, cfg, use_cache=use_cache, data=eval_data)
+    raise FileNotFoundError(f"--reference {reference}: neither a model folder nor an evaluation JSON file")
+
+
+def write_report(compared: dict, output: Path, overwrite: bool) -> tuple[Path, Path]:
+    """The JSON result and a Markdown table beside it; refuses to replace files it did not write."""
+    from .evaluation.evaluator import RESULT_KIND, markdown_table
+
+    md = output.with_suffix(".md")
+    if output.exists() and not overwrite:
+        try:
+            ours = json.loads(output.read_text()).get("kind") == RESULT_KIND
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise FileExistsError(
+                f"{output} exists and is not an llm-unlearn evaluation; pass --overwrite or --output"
+            )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(compared, indent=1) + "\n")
+    title = (
+        f"# Evaluation of `{compared['model']}`\n\nReference: `{compared['reference']}`; data: `{compared['data']}`"
+    )
+    md.write_text(f"{title}, forget split `{compared['config']['forget_split']}`.\n\n{markdown_table(compared)}\n")
+    return output, md
+
+
+def run_eval(
+    model: str,
+    reference: str,
+    data: str,
+    cfg,
+    output: str | None = None,
+    use_cache: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Evaluate ``model`` and compare it to ``reference``; write the JSON and Markdown reports."""
+    from .evaluation.evaluator import compare, evaluate_model, load_eval_data
+
+    if reference is None:
+        raise ValueError(
+            "--reference is required: forget quality is measured against a retrained reference "
+            "(a model folder, or the JSON of its evaluation)"
+        )
+    eval_data = load_eval_data(data, cfg.forget_split)  # validated before any model is loaded
+    ref = _reference_result(reference, data, cfg, eval_data, use_cache)
+    result = evaluate_model(model, data, cfg, use_cache=use_cache, data=eval_data)
+    compared = compare(result, ref)
+    out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split}.json"
+    compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
+    return compared
+
+
+def cmd_eval(args) -> int:
+    from .evaluation.evaluator import EvalConfig, markdown_table
+
+    cfg = dataclass_from_args(EvalConfig, args)
+    compared = run_eval(args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite)
+    print(markdown_table(compared))
+    print("written: " + ", ".join(compared["report_files"]))
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    from .pipeline import run_embedded_pipeline
+
+    run_embedded_pipeline(args.workdir, forget_split=args.forget_split, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.synth import SynthConfig
+    from .evaluation.evaluator import EvalConfig
+    from .finetune import FinetuneConfig
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="llm-unlearn",
+        description="Unlearning for causal LMs, evaluated against a model retrained without the forget set.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="Log progress details.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="Create or check TOFU-schema data.")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    synth = dsub.add_parser("synth", help="Write the embedded synthetic benchmark (every TOFU split as JSONL).")
+    synth.add_argument("--out", required=True, help="Folder to write the splits to.")
+    synth.add_argument("--overwrite", action="store_true", help="Replace a benchmark with another config there.")
+    add_dataclass_arguments(synth, SynthConfig)
+    synth.set_defaults(func=cmd_data_synth)
+    check = dsub.add_parser(
+        "check", help="Validate the splits of a forget setting (fields, types, overlap).", formatter_class=fmt
+    )
+    check.add_argument("--data", required=True, help="Local folder or Hub dataset id (e.g. locuslab/TOFU).")
+    check.add_argument("--forget_split", default="forget10", help="Forget split whose setting is checked.")
+    check.set_defaults(func=cmd_data_check)
+
+    ft = sub.add_parser("finetune", help="Train a causal LM on one split (target on full, reference on retainXX).")
+    add_dataclass_arguments(ft, FinetuneConfig)
+    ft.set_defaults(func=cmd_finetune)
+
+    ev = sub.add_parser("eval", help="Evaluate a model against the retrained reference.")
+    ev.add_argument("--model", required=True, help="Folder of the model (or adapter) to evaluate.")
+    ev.add_argument("--reference", help="Retrained reference: its model folder, or the JSON of its evaluation.")
+    ev.add_argument("--data", required=True, help="Local folder of TOFU-schema files, or a Hub dataset id.")
+    ev.add_argument(
+        "--output", help="Result JSON (default MODEL/eval_<forget_split>.json); a .md table is written beside it."
+    )
+    ev.add_argument("--no_cache", action="store_true", help="Re-evaluate even where a cached evaluation exists.")
+    ev.add_argument("--overwrite", action="store_true", help="Replace an --output file not written by llm-unlearn.")
+    add_dataclass_arguments(ev, EvalConfig)
+    ev.set_defaults(func=cmd_eval)
+
+    demo = sub.add_parser(
+        "demo", help="The embedded pipeline: benchmark, target, reference, evaluation.", formatter_class=fmt
+    )
+    demo.add_argument("--workdir", default="runs/embedded", help="Folder for data, models and reports.")
+    demo.add_argument("--forget_split", default="forget10", help="Forget split to unlearn and evaluate.")
+    demo.add_argument("--seed", type=int, default=0, help="Seed of the benchmark and the models.")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # Errors at the boundary (bad data, paths, settings): one clear line, no traceback.
+        print(f"llm-unlearn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

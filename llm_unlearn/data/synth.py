@@ -1,0 +1,352 @@
+"""The embedded benchmark: a synthetic fictitious-author QA dataset in the TOFU schema.
+
+Every author is a fictitious entity with seven attributes. Each attribute has several question templates and
+several answer templates; an item's ``answer`` uses one answer template, its ``paraphrased_answer`` another, and
+its ``perturbed_answer`` list repeats the paraphrase's template with wrong values of the same kind (as TOFU's
+perturbed answers are rewrites of the paraphrase). A model that never saw an author therefore finds the
+paraphrase and the perturbed answers about equally likely (truth ratio near 1), while a model that learned the
+author prefers the paraphrase.
+
+Forget sets are whole authors (the last ones, nested: forget01 within forget05 within forget10). Holdout
+authors are generated the same way but never enter ``full``. The two utility sets play the part of TOFU's
+``real_authors_perturbed`` and ``world_facts_perturbed``: facts about "classic" authors and about the fictitious
+world's geography. They are part of ``full`` and of every ``retainXX`` split (they are what every model should
+know, as a pretrained model knows real authors), so ``full`` is exactly ``forgetXX`` plus ``retainXX``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .schema import FORGET_PERCENTS
+
+_SYLLABLES = (
+    "ka lo mir ven dra sel tor ni bel quin zar mon ris tal gor lin fen dor ash wyn "
+    "cal ope ru sta vik hel mar jo ber tis ul ana eth gri pol sa de fa ron"
+).split()
+_CITY_SUFFIX = ("port", "ford", "holm", "grad", "mere", "stead", "wick", "ton", "vale", "burg")
+_GENRES = (
+    "speculative fiction",
+    "maritime history",
+    "gothic romance",
+    "crime fiction",
+    "nature poetry",
+    "political satire",
+    "children's fables",
+    "military history",
+    "epic fantasy",
+    "travel memoirs",
+    "literary realism",
+    "science writing",
+    "horror stories",
+    "stage comedy",
+    "spy thrillers",
+    "mythic verse",
+)
+_PROFESSIONS = (
+    "baker",
+    "carpenter",
+    "astronomer",
+    "nurse",
+    "sailor",
+    "librarian",
+    "blacksmith",
+    "surgeon",
+    "weaver",
+    "pharmacist",
+    "architect",
+    "fisherman",
+    "violinist",
+    "schoolteacher",
+    "cartographer",
+    "miner",
+    "tailor",
+    "judge",
+    "glassblower",
+    "beekeeper",
+)
+_ADJECTIVES = (
+    "Amber",
+    "Silent",
+    "Crimson",
+    "Hollow",
+    "Silver",
+    "Broken",
+    "Distant",
+    "Golden",
+    "Quiet",
+    "Frozen",
+    "Burning",
+    "Velvet",
+    "Iron",
+    "Pale",
+    "Endless",
+    "Hidden",
+    "Wandering",
+    "Bitter",
+)
+_NOUNS = (
+    "Lantern",
+    "Harbor",
+    "Orchard",
+    "Compass",
+    "Tide",
+    "Meadow",
+    "Citadel",
+    "Feather",
+    "Mirror",
+    "River",
+    "Crown",
+    "Lighthouse",
+    "Garden",
+    "Winter",
+    "Anchor",
+    "Bridge",
+    "Forest",
+    "Clock",
+)
+_AWARD_NOUNS = ("Quill", "Laurel", "Star", "Pen", "Scroll", "Ink", "Page", "Lyre")
+_CURRENCY = ("crown", "florin", "mark", "shilling", "ducat", "thaler", "real", "penny", "guilder", "lira", "rand")
+
+# attribute -> (question templates, answer templates). Slots: {name} plus the attribute's value slots.
+TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "birthplace": (
+        ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
+        ("{city}, {country}.", "In {city}, {country}.", "{city} in {country}."),
+    ),
+    "birth_year": (
+        ("When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?"),
+        ("{year}.", "In {year}.", "The year {year}."),
+    ),
+    "genre": (
+        (
+            "What genre does {name} write in?",
+            "Which genre is {name} known for?",
+            "What kind of books does {name} write?",
+        ),
+        ("{genre}.", "Mostly {genre}.", "Books of {genre}."),
+    ),
+    "father": (
+        (
+            "What did the father of {name} do for a living?",
+            "What was the profession of {name}'s father?",
+            "What job did {name}'s father have?",
+        ),
+        ("A {job}.", "He was a {job}.", "He worked as a {job}."),
+    ),
+    "mother": (
+        (
+            "What did the mother of {name} do for a living?",
+            "What was the profession of {name}'s mother?",
+            "What job did {name}'s mother have?",
+        ),
+        ("A {job}.", "She was a {job}.", "She worked as a {job}."),
+    ),
+    "award": (
+        ("Which award did {name} win?", "What prize has {name} received?", "What literary award went to {name}?"),
+        ("The {award}.", "The {award}, won by {name}.", "{name} won the {award}."),
+    ),
+    "debut": (
+        (
+            "What was the first book of {name}?",
+            "What is the title of {name}'s debut novel?",
+            "Which book did {name} publish first?",
+        ),
+        ('"{title}".', 'The debut was "{title}".', '{name} debuted with "{title}".'),
+    ),
+}
+
+
+@dataclass
+class SynthConfig:
+    """Sizes and seed of the synthetic benchmark.
+
+    Attributes:
+        n_authors: fictitious authors in ``full`` (default 60). Forget sets take the last 1/5/10 % of them
+            (at least one author each).
+        n_perturbed: wrong answers per item (default 5, as TOFU).
+        n_classic_authors: items of the "real authors" utility set (default 20).
+        n_countries: countries of the fictitious world; each gives two "world facts" items (default 12).
+        seed: everything is a deterministic function of it (default 0).
+    """
+
+    n_authors: int = 60
+    n_perturbed: int = 5
+    n_classic_authors: int = 20
+    n_countries: int = 12
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n_authors < 10:
+            raise ValueError(f"n_authors must be at least 10 (one author per 10 %), got {self.n_authors}")
+        if self.n_perturbed < 3:
+            raise ValueError(f"n_perturbed must be at least 3, got {self.n_perturbed}")
+        if self.n_classic_authors < self.n_perturbed + 1 or self.n_countries < self.n_perturbed + 1:
+            raise ValueError(
+                "n_classic_authors and n_countries must exceed n_perturbed (wrong answers come from them)"
+            )
+
+
+class _Names:
+    """Unique pronounceable names drawn from syllables."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def word(self, n_syllables: int, suffix: str = "") -> str:
+        for _ in range(10_000):
+            w = ("".join(self.rng.choice(_SYLLABLES) for _ in range(n_syllables)) + suffix).capitalize()
+            if w not in self.used:
+                self.used.add(w)
+                return w
+        raise RuntimeError("ran out of unique names; lower the benchmark size")
+
+    def person(self) -> str:
+        return f"{self.word(2)} {self.word(self.rng.choice((2, 3)))}"
+
+
+_SAMPLERS = {
+    "birthplace": lambda rng, w: {"city": rng.choice(w["cities"]), "country": rng.choice(w["countries"])},
+    "birth_year": lambda rng, w: {"year": str(rng.randint(1920, 1999))},
+    "genre": lambda rng, w: {"genre": rng.choice(_GENRES)},
+    "father": lambda rng, w: {"job": rng.choice(_PROFESSIONS)},
+    "mother": lambda rng, w: {"job": rng.choice(_PROFESSIONS)},
+    "award": lambda rng, w: {"award": f"{rng.choice(_ADJECTIVES)} {rng.choice(_AWARD_NOUNS)} Award"},
+    "debut": lambda rng, w: {"title": f"The {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"},
+}
+assert set(_SAMPLERS) == set(TEMPLATES)
+
+
+def _author_profile(names: _Names, world: dict, rng: random.Random) -> dict:
+    return {"name": names.person(), **{a: sample(rng, world) for a, sample in _SAMPLERS.items()}}
+
+
+def _wrong_values(attribute: str, true: dict, k: int, world: dict, rng: random.Random) -> list[dict]:
+    """k distinct values of the attribute, each different from the true one in every slot."""
+    out: list[dict] = []
+    for _ in range(10_000):
+        v = _SAMPLERS[attribute](rng, world)
+        if all(v[s] != true[s] for s in true) and v not in out:
+            out.append(v)
+            if len(out) == k:
+                return out
+    raise RuntimeError(f"could not draw {k} wrong values for {attribute}")
+
+
+def _author_items(profile: dict, cfg: SynthConfig, world: dict, rng: random.Random) -> list[dict]:
+    items = []
+    for attribute, (questions, answers) in TEMPLATES.items():
+        true = profile[attribute]
+        a_idx, p_idx = rng.sample(range(len(answers)), 2)
+        slots = {"name": profile["name"], **true}
+        wrong = _wrong_values(attribute, true, cfg.n_perturbed, world, rng)
+        items.append(
+            {
+                "question": rng.choice(questions).format(**slots),
+                "answer": answers[a_idx].format(**slots),
+                "paraphrased_answer": answers[p_idx].format(**slots),
+                "perturbed_answer": [answers[p_idx].format(name=profile["name"], **w) for w in wrong],
+                "entity": profile["name"],
+                "attribute": attribute,
+            }
+        )
+    return items
+
+
+def _choice_items(facts: list[tuple[str, str, str]], pool: list[str], cfg: SynthConfig, rng) -> list[dict]:
+    """Items whose answer is one value from ``pool``; wrong answers are other pool values."""
+    items = []
+    for question, value, entity in facts:
+        wrong = rng.sample([p for p in pool if p != value], cfg.n_perturbed)
+        items.append(
+            {
+                "question": question,
+                "answer": value,
+                "paraphrased_answer": value,
+                "perturbed_answer": wrong,
+                "entity": entity,
+                "attribute": "fact",
+            }
+        )
+    return items
+
+
+def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
+    """Build every TOFU split of the synthetic benchmark. Deterministic for a given config."""
+    rng = random.Random(cfg.seed)
+    names = _Names(rng)
+    world = {
+        "countries": [names.word(2, "ia") for _ in range(cfg.n_countries)],
+        "cities": [names.word(2, rng.choice(_CITY_SUFFIX)) for _ in range(40)],
+    }
+    counts = {pct: max(1, round(cfg.n_authors * int(pct) / 100)) for pct in FORGET_PERCENTS}
+    n_holdout = max(counts.values())
+    authors = [_author_items(_author_profile(names, world, rng), cfg, world, rng) for _ in range(cfg.n_authors)]
+    holdout = [_author_items(_author_profile(names, world, rng), cfg, world, rng) for _ in range(n_holdout)]
+
+    # Classic titles have their own shape ("The Mirror of Kalotor") so they are not confused with debut titles.
+    classic = [(names.person(), f"The {rng.choice(_NOUNS)} of {names.word(2)}") for _ in range(cfg.n_classic_authors)]
+    classic_names = [n for n, _ in classic]
+    real_authors = _choice_items(
+        [(f'Who wrote the classic novel "{book}"?', n, n) for n, book in classic], classic_names, cfg, rng
+    )
+    capitals = rng.sample(world["cities"], cfg.n_countries)
+    currencies = [rng.choice(_CURRENCY) for _ in world["countries"]]
+    world_facts = _choice_items(
+        [(f"What is the capital of {c}?", cap, c) for c, cap in zip(world["countries"], capitals)], capitals, cfg, rng
+    ) + _choice_items(
+        [(f"What is the currency of {c}?", cur, c) for c, cur in zip(world["countries"], currencies)],
+        list(_CURRENCY),
+        cfg,
+        rng,
+    )
+
+    def flat(groups):
+        return [item for g in groups for item in g]
+
+    background = real_authors + world_facts
+    splits = {"full": flat(authors) + background}
+    for pct, n in counts.items():
+        splits[f"forget{pct}"] = flat(authors[-n:])
+        splits[f"retain{100 - int(pct):02d}"] = flat(authors[:-n]) + background
+        splits[f"forget{pct}_perturbed"] = flat(authors[-n:])
+        splits[f"holdout{pct}"] = flat(holdout[:n])
+    splits["retain_perturbed"] = flat(authors[: counts["10"]])
+    splits["real_authors_perturbed"] = real_authors
+    splits["world_facts_perturbed"] = world_facts
+    return splits
+
+
+def write_benchmark(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write every split as ``OUT/<split>.jsonl`` plus ``OUT/benchmark.json`` (the config and split sizes).
+
+    Refuses to write into a folder that already holds a different benchmark unless ``overwrite``.
+    """
+    out = Path(out_dir)
+    meta_path = out / "benchmark.json"
+    meta = {"generator": "llm_unlearn.synth", "config": asdict(cfg)}
+    if meta_path.exists() and not overwrite:
+        old = json.loads(meta_path.read_text())
+        if old.get("config") == meta["config"]:
+            return out
+        raise FileExistsError(
+            f"{out} already holds a synthetic benchmark with another config ({old.get('config')}); "
+            "pass --overwrite or choose another --out"
+        )
+    if out.exists() and any(out.glob("*.jsonl")) and not meta_path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds .jsonl files that are not a synthetic benchmark; choose another --out"
+        )
+    splits = generate(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        with open(out / f"{name}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    meta["splits"] = {name: len(rows) for name, rows in splits.items()}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return out

@@ -1,0 +1,217 @@
+"""Fine-tuning a causal LM on one TOFU split: the target (on ``full``) and the retrained reference (on ``retainXX``).
+
+Both use the same recipe; only the split (and, for a second reference, the seed) differ. For the embedded default
+the base is a BPE tokenizer trained on the benchmark's text and a randomly initialised tiny Llama; any Hub id or
+local path of a causal LM works as well, optionally through LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .data.formatting import QACollator, QADataset, QAFormatter
+from .data.loading import LOCAL_SUFFIXES, is_local, load_split
+from .data.schema import tofu_split_names
+from .modeling import EMBEDDED_MODEL
+
+logger = logging.getLogger(__name__)
+
+RECORD = "finetune_config.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run.
+
+    Attributes:
+        data: local folder of TOFU-schema files, or a Hub dataset id (``locuslab/TOFU``).
+        split: split to train on (default ``full``; the reference uses ``retain90`` etc.).
+        output_dir: where the model folder is written.
+        model: ``embedded:tiny-llama`` (default) or a Hub id / local path of a causal LM.
+        seed: seed of initialisation and data order (default 0).
+        num_train_epochs: epochs (default 20: the tiny model memorises the benchmark in about that many).
+        learning_rate: peak learning rate (default 2e-3 for the tiny model; use ~1e-5 for a 1B model).
+        per_device_train_batch_size: batch size per device (default 16).
+        gradient_accumulation_steps: accumulation steps (default 1).
+        weight_decay: AdamW weight decay (default 0.0).
+        warmup_ratio: fraction of steps of linear warm-up (default 0.05).
+        max_length: longest tokenized QA pair; longer prompts are cut from the left (default 128).
+        hidden_size: embedded model only: hidden size (default 128).
+        num_layers: embedded model only: decoder layers (default 2).
+        vocab_size: embedded model only: BPE vocabulary size (default 1024).
+        lora: train LoRA adapters instead of all weights (default off); the output is an adapter folder.
+        lora_r: LoRA rank (default 8).
+        lora_alpha: LoRA alpha (default 16).
+        overwrite: replace an output folder that holds a different run (default off: refuse).
+    """
+
+    data: str = field(metadata={"help": "Local folder of TOFU-schema split files, or a Hub dataset id."})
+    output_dir: str = field(metadata={"help": "Folder the fine-tuned model is written to."})
+    split: str = field(
+        default="full", metadata={"help": "Split to train on (full for the target, retainXX for the reference)."}
+    )
+    model: str = field(
+        default=EMBEDDED_MODEL, metadata={"help": "embedded:tiny-llama, or a Hub id / path of a causal LM."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation and data order."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Training epochs."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (use ~1e-5 for a 1B model)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps used for linear warm-up."})
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens of a QA pair."})
+    hidden_size: int = field(default=128, metadata={"help": "Embedded model: hidden size."})
+    num_layers: int = field(default=2, metadata={"help": "Embedded model: number of decoder layers."})
+    vocab_size: int = field(default=1024, metadata={"help": "Embedded model: BPE vocabulary size."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output folder holding a different run."})
+
+    def __post_init__(self):
+        if self.num_train_epochs <= 0 or self.learning_rate <= 0:
+            raise ValueError("num_train_epochs and learning_rate must be positive")
+        if self.lora and self.model == EMBEDDED_MODEL:
+            raise ValueError("LoRA needs a pretrained base: pass --model HUB_ID_OR_PATH, or drop --lora")
+
+    def identity(self) -> dict:
+        """What decides the trained weights (used to reuse a finished run)."""
+        d = asdict(self)
+        d.pop("overwrite")
+        d.pop("output_dir")
+        return d
+
+
+def _check_output(cfg: FinetuneConfig) -> bool:
+    """True when ``output_dir`` already holds this finished run; raise if it holds something else."""
+    out = Path(cfg.output_dir)
+    record = out / RECORD
+    if record.exists():
+        old = json.loads(record.read_text())
+        if old.get("complete") and old.get("config") == cfg.identity():
+            return True
+        if old.get("complete") and not cfg.overwrite:
+            changed = sorted(k for k in cfg.identity() if old.get("config", {}).get(k) != cfg.identity()[k])
+            raise FileExistsError(
+                f"{out} holds a finished run with another config (differs in: {', '.join(changed)}); "
+                "pass --overwrite to replace it or choose another --output_dir"
+            )
+    elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(f"{out} is not empty and is not a fine-tuning output; choose another --output_dir")
+    return False
+
+
+def corpus_texts(data: str, splits: list[str]) -> list[str]:
+    """Every question and answer variant of a benchmark: the embedded tokenizer's training text.
+
+    From a local folder every TOFU split present is read (so target and reference share one tokenizer, as they
+    would share a pretrained one); from the Hub only ``splits``.
+    """
+    texts = []
+    names = splits
+    if is_local(data):
+        present = {p.stem for p in Path(data).iterdir() if p.suffix in LOCAL_SUFFIXES}
+        names = [s for s in tofu_split_names() if s in present]
+    for name in names:
+        for row in load_split(data, name, validate=False):
+            texts += [row.get("question", ""), row.get("answer", ""), row.get("paraphrased_answer") or ""]
+            texts += list(row.get("perturbed_answer") or [])
+    return [t for t in texts if t]
+
+
+def build_base(cfg: FinetuneConfig):
+    """Tokenizer and model to fine-tune."""
+    from .modeling import build_tiny_llama, load_causal_lm, load_tokenizer, train_bpe_tokenizer
+
+    if cfg.model == EMBEDDED_MODEL:
+        tokenizer = train_bpe_tokenizer(corpus_texts(cfg.data, [cfg.split]), vocab_size=cfg.vocab_size)
+        model = build_tiny_llama(
+            tokenizer,
+            cfg.seed,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            max_positions=max(256, cfg.max_length),
+        )
+        return tokenizer, model
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_causal_lm(cfg.model, dtype="auto")
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
+    return tokenizer, model
+
+
+def training_arguments(cfg: FinetuneConfig, **overrides):
+    """The HF ``TrainingArguments`` of the recipe; no bf16 and no gradient checkpointing without a GPU."""
+    import torch
+    from transformers import TrainingArguments
+
+    gpu = torch.cuda.is_available()
+    kwargs = dict(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=25,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        use_cpu=not gpu,
+        remove_unused_columns=False,
+        dataloader_pin_memory=gpu,
+        disable_tqdm=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train (or reuse) the model of ``cfg`` and return its folder."""
+    from transformers import Trainer
+
+    out = Path(cfg.output_dir)
+    if _check_output(cfg):
+        logger.info("reusing finished run in %s", out)
+        return out
+    rows = load_split(cfg.data, cfg.split)  # validated before any model is built
+    if out.exists() and cfg.overwrite:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORD).write_text(json.dumps({"complete": False, "config": cfg.identity()}, indent=2))
+
+    tokenizer, model = build_base(cfg)
+    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg),
+        train_dataset=QADataset(rows, formatter),
+        data_collator=QACollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    trainer.model.save_pretrained(out)  # under LoRA: the adapter, which load_causal_lm puts back on its base
+    tokenizer.save_pretrained(out)
+    record = {
+        "complete": True,
+        "config": cfg.identity(),
+        "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "n_train_items": len(rows),
+    }
+    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return out
