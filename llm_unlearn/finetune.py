@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .data.formatting import QACollator, QADataset, QAFormatter
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
-from .data.schema import tofu_split_names
+from .data.schema import DataValidationError, check_disjoint, tofu_split_names
 from .modeling import EMBEDDED_MODEL
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,20 @@ def training_arguments(cfg: FinetuneConfig, **overrides):
     return TrainingArguments(**kwargs)
 
 
+def _check_reference_split(cfg: FinetuneConfig, rows: list[dict]) -> None:
+    """A reference trained on ``retainXX`` must not see any item of the matching ``forgetYY``."""
+    pct = cfg.split.removeprefix("retain")
+    if not (cfg.split.startswith("retain") and pct.isdigit()):
+        return
+    forget = f"forget{100 - int(pct):02d}"
+    try:
+        forget_rows = load_split(cfg.data, forget)
+    except DataValidationError:
+        logger.warning("no split %s next to %s: cannot check that they are disjoint", forget, cfg.split)
+        return
+    check_disjoint(forget_rows, rows, forget, cfg.split)
+
+
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train (or reuse) the model of ``cfg`` and return its folder."""
     from transformers import Trainer
@@ -189,6 +203,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         logger.info("reusing finished run in %s", out)
         return out
     rows = load_split(cfg.data, cfg.split)  # validated before any model is built
+    _check_reference_split(cfg, rows)
     if out.exists() and cfg.overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
