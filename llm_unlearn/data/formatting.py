@@ -80,12 +80,24 @@ class QACollator:
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
+        # Extra per-position fields (e.g. the hybrid inputs of correct-label injection) are padded alike:
+        # integer ids with the pad id, floats with 0.
+        extra = {}
+        for key in features[0]:
+            if key in ("input_ids", "labels"):
+                continue
+            is_float = isinstance(features[0][key][0], float)
+            extra[key] = torch.full(
+                (n, width), 0.0 if is_float else self.pad_token_id, dtype=torch.float32 if is_float else torch.long
+            )
         for i, f in enumerate(features):
             k = len(f["input_ids"])
             input_ids[i, :k] = torch.tensor(f["input_ids"])
             labels[i, :k] = torch.tensor(f["labels"])
             attention[i, :k] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+            for key, tensor in extra.items():
+                tensor[i, :k] = torch.tensor(f[key])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, **extra}
 
 
 class QADataset(torch.utils.data.Dataset):

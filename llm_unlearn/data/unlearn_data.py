@@ -1,0 +1,70 @@
+"""Building the paired forget/retain dataset of an unlearning run from TOFU-schema rows."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+
+from .formatting import QAFormatter
+from .pairing import PairedDataset
+from .schema import DataValidationError
+
+N_RANDOM_OTHER = 8
+
+
+@lru_cache(maxsize=1)
+def refusal_answers() -> tuple[str, ...]:
+    """The refusal answers shipped with the package (``llm_unlearn/resources/idk.txt``)."""
+    text = resources.files("llm_unlearn").joinpath("resources/idk.txt").read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _perturbed(row: dict, i: int, split: str) -> list[str]:
+    p = row.get("perturbed_answer")
+    if not p:
+        raise DataValidationError(
+            f"row {i} of split {split!r} has no 'perturbed_answer': the wrong-answer regularizer needs it "
+            "(or use --wrong_answer_source random_other)"
+        )
+    return [p] if isinstance(p, str) else list(p)
+
+
+def random_other_answers(
+    forget_rows: Sequence[dict], retain_rows: Sequence[dict], k: int, seed: int
+) -> list[list[str]]:
+    """For each forget item, ``k`` answers of retain items about another entity (seeded; no global RNG)."""
+    rng = random.Random(seed)
+    out = []
+    for row in forget_rows:
+        entity = row.get("entity")
+        pool = [r["answer"] for r in retain_rows if entity is None or r.get("entity") != entity]
+        out.append(rng.sample(pool, min(k, len(pool))))
+    return out
+
+
+def standard_dataset(
+    formatter: QAFormatter,
+    forget_rows: Sequence[dict],
+    retain_rows: Sequence[dict],
+    sides: Sequence[str],
+    alt_source: str = "perturbed",
+    seed: int = 0,
+    forget_split: str = "forget",
+) -> PairedDataset:
+    """Forget items with the requested sides: ``forget`` (question → answer), ``alt`` (question → a wrong answer:
+    a perturbed one or another entity's), ``idk`` (question → a refusal); retain items (question → answer)."""
+    others = random_other_answers(forget_rows, retain_rows, N_RANDOM_OTHER, seed) if "alt" in sides else None
+    items = []
+    for i, row in enumerate(forget_rows):
+        q = row["question"]
+        item = {"forget": formatter.encode(q, row["answer"])}
+        if "alt" in sides:
+            wrong = _perturbed(row, i, forget_split) if alt_source == "perturbed" else others[i]
+            item["alt"] = [formatter.encode(q, w) for w in wrong]
+        if "idk" in sides:
+            item["idk"] = [formatter.encode(q, a) for a in refusal_answers()]
+        items.append({k: v for k, v in item.items() if k in sides})
+    retain = [formatter.encode(r["question"], r["answer"]) for r in retain_rows]
+    return PairedDataset(items, retain)

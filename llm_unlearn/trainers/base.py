@@ -1,0 +1,232 @@
+"""The shared base of every unlearning method: ``UnlearnConfig`` and ``UnlearnTrainer``.
+
+A batch is ``{"forget": {...}, "retain": {...}}`` (plus method-specific sides such as ``alt`` or ``idk``), each side
+holding ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding). Methods override
+:meth:`UnlearnTrainer.unlearn_losses`, which returns named scalar losses with the total under ``"loss"``; every
+named term is logged through the Trainer (so ``report_to`` sees it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from ..data.pairing import PairSampler
+from . import losses as L
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    r"""Arguments shared by every unlearning method (on top of ``transformers.TrainingArguments``).
+
+    Parameters:
+        method (`str`, defaults to `"regularized_ft"`): the unlearning method (see ``llm_unlearn.trainers.METHODS``).
+        model_name_or_path (`str`): the model to unlearn: a local folder or a Hub id.
+        data (`str`): TOFU-schema data: a local folder or a Hub dataset id (``locuslab/TOFU``).
+        forget_split (`str`, defaults to `"forget10"`): the split to forget; the retain split is derived.
+        max_length (`int`, defaults to `128`): longest tokenized QA pair.
+        gamma (`float`, defaults to `1.0`): weight of the forget term.
+        alpha (`float`, defaults to `1.0`): weight of the retain term.
+        use_peft (`bool`, defaults to `False`): train LoRA adapters instead of all weights.
+        lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout (`float`, defaults to
+            `0.0`), lora_target_modules (`str`, defaults to `"all-linear"`): the LoRA adapters.
+        merge_adapter (`bool`, defaults to `False`): under LoRA, save the merged model instead of the adapter.
+        selection (`str`, defaults to `"none"`): ``hessian`` updates only the parameters with the largest
+            Hessian-diagonal entries (see ``llm_unlearn.selection``).
+        hessian_estimator (`str`, defaults to `"fisher"`): ``fisher``, ``ggn`` or ``hutchinson``.
+        hessian_data (`str`, defaults to `"forget"`): scoring data: ``forget``, ``retain`` or ``both``.
+        hessian_samples (`int`, defaults to `256`): at most this many scoring examples (per side).
+        hessian_probes (`int`, defaults to `8`): Hutchinson probes.
+        param_ratio (`float`, defaults to `0.05`): fraction of entries selected.
+        granularity (`str`, defaults to `"per_module"`): top entries per parameter tensor, or ``global``.
+        selection_exclude (`str`, defaults to `"embed,lm_head,norm"`): comma-separated name fragments never selected.
+        lora_top_modules (`int`, defaults to `4`): under LoRA + selection, adapters go on this many top modules.
+        overwrite_output (`bool`, defaults to `False`): replace a non-empty ``output_dir``.
+    """
+
+    method: str = field(default="regularized_ft", metadata={"help": "Unlearning method name."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Model to unlearn (folder or Hub id)."})
+    data: str | None = field(default=None, metadata={"help": "TOFU-schema data: local folder or Hub dataset id."})
+    forget_split: str = field(default="forget10", metadata={"help": "Split to forget (forgetXX)."})
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens of a QA pair."})
+    gamma: float = field(default=1.0, metadata={"help": "Weight of the forget term."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules."})
+    merge_adapter: bool = field(default=False, metadata={"help": "Under LoRA, save the merged model."})
+    selection: str = field(default="none", metadata={"help": "Parameter selection: none or hessian."})
+    hessian_estimator: str = field(default="fisher", metadata={"help": "fisher, ggn or hutchinson."})
+    hessian_data: str = field(default="forget", metadata={"help": "Scoring data: forget, retain or both."})
+    hessian_samples: int = field(default=256, metadata={"help": "Maximum scoring examples per side."})
+    hessian_probes: int = field(default=8, metadata={"help": "Rademacher probes of the Hutchinson estimator."})
+    param_ratio: float = field(default=0.05, metadata={"help": "Fraction of parameter entries selected."})
+    granularity: str = field(default="per_module", metadata={"help": "Top entries per_module or global."})
+    selection_exclude: str = field(
+        default="embed,lm_head,norm", metadata={"help": "Comma-separated name fragments never selected."}
+    )
+    lora_top_modules: int = field(default=4, metadata={"help": "Under LoRA + selection: modules given adapters."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
+
+    # TrainingArguments defaults changed for unlearning runs.
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over the forget set."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy (the final model is saved)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (tensorboard, wandb)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep nested forget/retain batches."})
+
+    needs_reference: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self):
+        if not torch.cuda.is_available():
+            # CPU: no bf16 and no gradient checkpointing (both ~8x slower there).
+            self.bf16 = False
+            self.activation_checkpointing = False
+            self.use_cpu = True
+        super().__post_init__()
+        from ..data.schema import BenchmarkSplits
+
+        BenchmarkSplits.from_forget(self.forget_split)
+        for name, value, allowed in (
+            ("selection", self.selection, ("none", "hessian")),
+            ("hessian_estimator", self.hessian_estimator, ("fisher", "ggn", "hutchinson")),
+            ("hessian_data", self.hessian_data, ("forget", "retain", "both")),
+            ("granularity", self.granularity, ("per_module", "global")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+        if not 0.0 < self.param_ratio <= 1.0:
+            raise ValueError(f"--param_ratio must be in (0, 1], got {self.param_ratio}")
+        if self.gamma < 0 or self.alpha < 0:
+            raise ValueError("--gamma and --alpha must be non-negative")
+        if self.merge_adapter and not self.use_peft:
+            raise ValueError("--merge_adapter only applies with --use_peft")
+
+    @property
+    def retain_split(self) -> str:
+        from ..data.schema import BenchmarkSplits
+
+        return BenchmarkSplits.from_forget(self.forget_split).retain
+
+
+class UnlearnTrainer(Trainer):
+    """``transformers.Trainer`` with paired forget/retain batches, a frozen reference and logged loss terms.
+
+    Args:
+        ref_model: the frozen model before unlearning, for methods that need one. Under LoRA pass ``None``: the
+            reference is the trained model with its adapters disabled (no second copy in memory).
+        selection: a :class:`llm_unlearn.selection.ParameterSelection` applied to every optimizer step.
+    """
+
+    paper: str | None = None  # "Title (arXiv id)" for the record and the model card
+    forget_sides: tuple[str, ...] = ("forget",)  # the forget-side encodings a batch carries
+
+    @classmethod
+    def sides(cls, args) -> tuple[str, ...]:
+        return cls.forget_sides
+
+    @classmethod
+    def alt_source(cls, args) -> str:
+        return "perturbed"
+
+    @classmethod
+    def build_dataset(cls, args, formatter, forget_rows: list[dict], retain_rows: list[dict], model=None):
+        """The paired dataset of this method (methods with their own data, e.g. hybrids, override it)."""
+        from ..data.unlearn_data import standard_dataset
+
+        return standard_dataset(
+            formatter,
+            forget_rows,
+            retain_rows,
+            cls.sides(args),
+            cls.alt_source(args),
+            seed=args.seed,
+            forget_split=args.forget_split,
+        )
+
+    def __init__(self, *args, ref_model=None, selection=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Our losses are means over sequences of each micro-batch: the Trainer divides them by the accumulation steps.
+        self.loss_is_scaled_for_ga = False
+        self.ref_model = None
+        if ref_model is not None:
+            ref_model.requires_grad_(False)
+            self.ref_model = self.accelerator.prepare_model(ref_model.eval(), evaluation_mode=True)
+        self.selection = selection
+        if selection is not None:
+            selection.attach(self.model)
+            self.add_callback(selection.callback())
+        self._terms: dict[str, list[float]] = defaultdict(list)
+
+    # --- data ----------------------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return PairSampler(len(dataset.forget), len(dataset.retain), seed=self.args.seed, rank=self.args.process_index)
+
+    # --- forward helpers -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def forward(model, side: dict) -> torch.Tensor:
+        return model(input_ids=side["input_ids"], attention_mask=side["attention_mask"]).logits
+
+    @contextlib.contextmanager
+    def _reference(self, model):
+        """The frozen reference: a separate model, or the trained model with its adapters disabled."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        unwrapped = self.accelerator.unwrap_model(model)
+        if not hasattr(unwrapped, "disable_adapter"):
+            raise RuntimeError(f"{type(self).__name__} needs a reference model but none was given")
+        with unwrapped.disable_adapter():
+            yield unwrapped
+
+    @torch.no_grad()
+    def reference_logits(self, model, side: dict) -> torch.Tensor:
+        with self._reference(model) as ref:
+            return self.forward(ref, side)
+
+    def reference_logprobs(self, model, side: dict) -> torch.Tensor:
+        return L.sequence_logprobs(self.reference_logits(model, side), side["labels"])[0]
+
+    def retain_loss(self, model, inputs: dict, kind: str = "nll") -> torch.Tensor:
+        """GradDiff's retain term: ``nll(retain)``, or ``kl`` to the reference on answer positions only."""
+        side = inputs["retain"]
+        logits = self.forward(model, side)
+        if kind == "kl":
+            return L.answer_kl_loss(logits, self.reference_logits(model, side), side["labels"])
+        return L.nll_loss(logits, side["labels"])
+
+    # --- the loss ------------------------------------------------------------------------------------------------
+
+    def unlearn_losses(self, model, inputs: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        terms = self.unlearn_losses(model, inputs)
+        for name, value in terms.items():
+            self._terms[name].append(value.detach().float().item())
+        loss = terms["loss"]
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._terms and "loss" in logs:
+            names = sorted(k for k in self._terms if k != "loss")
+            local = torch.tensor([sum(self._terms[k]) / len(self._terms[k]) for k in names], device=self.args.device)
+            mean = self.accelerator.reduce(local, reduction="mean") if self.args.world_size > 1 else local
+            logs.update({k: round(float(v), 5) for k, v in zip(names, mean.tolist())})
+            if self.selection is not None:
+                logs["selected_fraction"] = round(self.selection.selected_fraction, 5)
+            self._terms.clear()
+        super().log(logs, *args, **kwargs)

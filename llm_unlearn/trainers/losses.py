@@ -1,0 +1,93 @@
+"""Unlearning losses as pure functions of logits, labels and log-probabilities.
+
+Conventions. ``labels`` carry -100 on prompt and padding positions and are aligned with ``logits`` the Hugging Face
+way (position t predicts label t+1: the functions shift). Batch losses are means over *sequences* of per-sequence
+quantities. That weights every QA item equally and makes the loss of a batch of 8 exactly the mean of 8 batches of
+1, so gradient accumulation and data parallelism give the same update as one large batch (a token-level mean would
+not: it depends on how tokens are split between micro-batches).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits = logits[:, :-1].float()
+    labels = labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    return logits, labels.clamp(min=0), mask
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logp(b)``: per-sequence sum of answer-token log-probs ``[B]``, and ``len(b)``: answer tokens ``[B]``."""
+    logits, labels, mask = _shift(logits, labels)
+    token_lp = -F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+    return (token_lp * mask).sum(-1), mask.sum(-1)
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sequence mean answer-token cross-entropy ``[B]``: ``−logp(b)/len(b)``."""
+    logp, n = sequence_logprobs(logits, labels)
+    return -logp / n.clamp(min=1)
+
+
+def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``nll(b) = mean_i [−(1/|y_i|) Σ_t log p(y_it | x_i, y_i<t)]``: the fine-tuning loss on answer tokens."""
+    return sequence_nll(logits, labels).mean()
+
+
+def gradient_ascent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``L = −nll(forget)``: gradient ascent on the forget answers (Jang et al., 2022)."""
+    return -nll_loss(logits, labels)
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative Preference Optimization (Zhang et al., arXiv 2404.05868):
+    ``L = −(2/β) · mean log σ(−β · (logp − logp_ref))`` with ``logp`` the per-sequence summed answer log-prob."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
+
+
+def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """SimNPO (Fan et al., arXiv 2410.07163), reference-free and length-normalised:
+    ``L = −(2/β) · mean log σ(−β · (logp/len − δ))``."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp / lengths.clamp(min=1) - delta)).mean()
+
+
+def dpo_loss(
+    logp_chosen: torch.Tensor,
+    logp_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """DPO (Rafailov et al., arXiv 2305.18290):
+    ``L = −mean log σ(β · [(logp_w − ref_w) − (logp_l − ref_l)])``; for IDK-DPO the chosen answer is a refusal and
+    the rejected one the forget answer."""
+    return -F.logsigmoid(beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))).mean()
+
+
+def kl_uniform_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(U ‖ p_θ) on the answer positions, per sequence averaged over its answer tokens, then over sequences:
+    ``KL_t = −log V − (1/V) Σ_v log p_θ(v | x, y_<t)``; zero exactly when the next-token distribution is uniform.
+    (The "KL-FT" regularizer of Ding et al., arXiv 2410.03833; the paper leaves the target open, see METHODS.md.)"""
+    logits, _, mask = _shift(logits, labels)
+    logp = torch.log_softmax(logits, dim=-1)
+    vocab = logits.shape[-1]
+    kl = -math.log(vocab) - logp.mean(-1)
+    return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def answer_kl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref ‖ p_θ) on answer positions only (prompt and padding excluded), per sequence averaged over answer
+    tokens, then over sequences: the GradDiff retain term that keeps the model close to the reference."""
+    logits, _, mask = _shift(logits, labels)
+    ref_logp = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+    logp = torch.log_softmax(logits, dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
