@@ -1,6 +1,7 @@
 """``llm-unlearn``: the command-line interface.
 
-Subcommands: ``data synth`` / ``data check``, ``finetune``, ``eval`` and ``demo`` (the embedded pipeline). Heavy
+Subcommands: ``data synth`` / ``data check``, ``finetune``, ``unlearn``, ``eval`` and ``demo`` (the embedded
+pipeline). Heavy
 libraries are imported inside the commands so ``--help`` answers at once.
 """
 
@@ -165,7 +166,12 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .pipeline import run_embedded_pipeline
 
-    run_embedded_pipeline(args.workdir, forget_split=args.forget_split, seed=args.seed)
+    run_embedded_pipeline(
+        args.workdir,
+        forget_split=args.forget_split,
+        seed=args.seed,
+        method=None if args.method == "none" else args.method,
+    )
     return 0
 
 
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.synth import SynthConfig
     from .evaluation.evaluator import EvalConfig
     from .finetune import FinetuneConfig
+    from .trainers import DEFAULT_METHOD
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -213,16 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser(
-        "demo", help="The embedded pipeline: benchmark, target, reference, evaluation.", formatter_class=fmt
+        "demo",
+        help="The embedded pipeline: benchmark, target, reference, unlearning, evaluation.",
+        formatter_class=fmt,
     )
     demo.add_argument("--workdir", default="runs/embedded", help="Folder for data, models and reports.")
     demo.add_argument("--forget_split", default="forget10", help="Forget split to unlearn and evaluate.")
     demo.add_argument("--seed", type=int, default=0, help="Seed of the benchmark and the models.")
+    demo.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        help="Unlearning method run on the target ('none': stop after evaluating the target).",
+    )
     demo.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "unlearn":  # its arguments are the method's TrainingArguments: parsed by unlearn.main
+        from .unlearn import main as unlearn_main
+
+        return unlearn_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

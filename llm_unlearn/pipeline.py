@@ -1,4 +1,4 @@
-"""The embedded pipeline (``llm-unlearn demo``): benchmark, target, retrained reference, evaluation.
+"""The embedded pipeline (``llm-unlearn demo``): benchmark, target, retrained reference, unlearning, evaluation.
 
 Every stage reuses what a previous run with the same settings left in ``workdir``, so running it twice is cheap.
 """
@@ -18,10 +18,64 @@ def _timed(timings: dict[str, float], name: str, fn: Callable):
     return value
 
 
+# The embedded unlearning budget (the configs/embedded_*.yaml recipes carry the same values).
+EMBEDDED_BUDGET = {
+    "max_steps": 60,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-3,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "logging_steps": 10,
+}
+
+
+def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int) -> Path:
+    """Run ``method`` on the embedded target with the embedded budget; reuse a finished identical run."""
+    import json
+
+    from .unlearn import RECORD, config_to_dict, parse_args, run
+
+    out = work / "unlearned" / method
+    flags = [f"--{k}={v}" for k, v in EMBEDDED_BUDGET.items()]
+    cfg, trainer_cls = parse_args(
+        [
+            "--method",
+            method,
+            "--model_name_or_path",
+            str(work / "target"),
+            "--data",
+            str(work / "data"),
+            "--forget_split",
+            forget_split,
+            "--output_dir",
+            str(out),
+            "--seed",
+            str(seed),
+            "--overwrite_output",
+            "true",
+            "--disable_tqdm",
+            "true",
+            *flags,
+        ]
+    )
+    record = out / RECORD
+    if record.exists() and json.loads(record.read_text()).get("hyperparameters") == config_to_dict(cfg):
+        return out
+    return run(cfg, trainer_cls)
+
+
 def run_embedded_pipeline(
-    workdir: str | Path, forget_split: str = "forget10", seed: int = 0, reference_seed: int | None = None
+    workdir: str | Path,
+    forget_split: str = "forget10",
+    seed: int = 0,
+    reference_seed: int | None = None,
+    method: str | None = None,
 ) -> dict:
-    """Run every stage and print the comparison table; returns the compared evaluation and stage timings."""
+    """Run every stage and print the comparison tables; returns the compared evaluations and stage timings.
+
+    ``method`` (an unlearning method name) adds an unlearning stage on the target; ``None`` stops after the
+    evaluation of the target against the reference.
+    """
     from .cli import run_eval
     from .data.schema import BenchmarkSplits
     from .data.synth import SynthConfig, write_benchmark
@@ -46,20 +100,29 @@ def run_embedded_pipeline(
             FinetuneConfig(data=data, split=splits.retain, output_dir=str(work / "reference"), seed=ref_seed)
         ),
     )
-    compared = _timed(
-        timings,
-        "evaluation",
-        lambda: run_eval(str(target), str(reference), data, EvalConfig(forget_split=forget_split)),
-    )
+    unlearned = None
+    if method:
+        unlearned = _timed(timings, "unlearning", lambda: unlearn_embedded(work, method, forget_split, seed))
+
+    def evaluate():
+        cfg = EvalConfig(forget_split=forget_split)
+        target_eval = run_eval(str(target), str(reference), data, cfg)
+        return target_eval, (run_eval(str(unlearned), str(reference), data, cfg) if unlearned else None)
+
+    compared, unlearned_eval = _timed(timings, "evaluation", evaluate)
     print(
         f"\nTarget (trained on full) vs retrained reference (trained on {splits.retain}), "
         f"forget split {forget_split}:\n"
     )
     print(markdown_table(compared))
+    if unlearned_eval is not None:
+        print(f"\nAfter unlearning with {method} ({unlearned}) vs the retrained reference:\n")
+        print(markdown_table(unlearned_eval))
     print(
         "\nstage seconds: "
         + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
         + f", total {sum(timings.values()):.1f}"
     )
-    print("reports: " + ", ".join(compared["report_files"]))
-    return {"compared": compared, "timings": timings}
+    reports = compared["report_files"] + (unlearned_eval["report_files"] if unlearned_eval else [])
+    print("reports: " + ", ".join(reports))
+    return {"compared": compared, "unlearned": unlearned_eval, "timings": timings}

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .trainers import DEFAULT_METHOD, SELECTION_ALIASES, get_method
+from .trainers import DEFAULT_METHOD, METHODS, SELECTION_ALIASES, get_method
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,21 @@ def parse_args(argv: list[str] | None = None):
         recipe = yaml.safe_load(path.read_text()) or {}
         if not isinstance(recipe, dict):
             raise ValueError(f"{config_path}: a recipe is a flat YAML mapping of argument names to values")
-    method = _pop_flag(argv, "--method") or recipe.pop("method", None) or DEFAULT_METHOD
-    base_method = _pop_flag(argv, "--base_method") or recipe.pop("base_method", None)
+    recipe_method, recipe_base = recipe.pop("method", None), recipe.pop("base_method", None)
+    method = _pop_flag(argv, "--method") or recipe_method or DEFAULT_METHOD
+    base_method = _pop_flag(argv, "--base_method") or recipe_base
     if method in SELECTION_ALIASES:
         method = base_method or SELECTION_ALIASES[method]
         recipe.setdefault("selection", "hessian")
     elif base_method:
         raise ValueError("--base_method only goes with --method hessian")
     config_cls, trainer_cls = get_method(method)
-    parser = HfArgumentParser(config_cls)
+    parser = HfArgumentParser(
+        config_cls,
+        description=f"Unlearn a forget split with method {method!r} ({trainer_cls.paper or 'baseline'}). Methods: "
+        f"{', '.join([*METHODS, *SELECTION_ALIASES])}; pick one with --method (its options are listed with "
+        "--method NAME --help). --config recipe.yaml sets defaults that flags override.",
+    )
     known = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(recipe) - known)
     if unknown:
@@ -95,21 +101,39 @@ def forget_hash(rows: list[dict]) -> str:
 
 
 def _check_output_dir(cfg) -> None:
+    """Refuse a non-empty output_dir; with --overwrite_output, empty it (a stale adapter left beside a new full
+    model would be loaded in its place)."""
     out = Path(cfg.output_dir)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite_output:
         raise FileExistsError(f"output_dir {out} is not empty; pass --overwrite_output true or choose another one")
 
 
+def _clear_output_dir(cfg) -> None:
+    """Called once every input has been validated and loaded, right before training."""
+    out = Path(cfg.output_dir)
+    if cfg.overwrite_output and out.exists() and cfg.process_index == 0:
+        import shutil
+
+        shutil.rmtree(out)
+
+
 def load_data(cfg):
     """Forget and retain rows, validated (fields, types, no shared items) before any model is loaded."""
     from .data.loading import load_split
-    from .data.schema import check_disjoint
+    from .data.schema import DataValidationError, check_disjoint
 
     if not cfg.data:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
     forget = load_split(cfg.data, cfg.forget_split)
     retain = load_split(cfg.data, cfg.retain_split)
     check_disjoint(forget, retain, cfg.forget_split, cfg.retain_split)
+    if any(not r.get("perturbed_answer") for r in forget):
+        # TOFU on the Hub keeps the wrong answers in `forgetXX_perturbed`: join them in by question.
+        try:
+            extra = {r["question"]: r for r in load_split(cfg.data, f"{cfg.forget_split}_perturbed")}
+        except DataValidationError:
+            extra = {}
+        forget = [{**extra.get(r["question"], {}), **{k: v for k, v in r.items() if v is not None}} for r in forget]
     return forget, retain
 
 
@@ -163,7 +187,11 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows):
 
 def wrap_lora(cfg, model, target_modules=None):
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
+    # LoRA's A matrices are drawn from the global RNG, before the Trainer seeds it: seed here so that --seed
+    # decides the adapters' initialisation (same seed, same run).
+    set_seed(cfg.seed)
     targets = target_modules or (
         cfg.lora_target_modules
         if cfg.lora_target_modules == "all-linear"
@@ -204,6 +232,7 @@ def run(cfg, trainer_cls) -> Path:
         model = wrap_lora(cfg, model, lora_targets)
     ref_model = load_model(cfg) if cfg.needs_reference and not cfg.use_peft else None
     dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model)
+    _clear_output_dir(cfg)
     trainer = trainer_cls(
         model=model,
         args=cfg,
@@ -252,11 +281,21 @@ def run(cfg, trainer_cls) -> Path:
     return out
 
 
+def _end_process_group() -> None:
+    """Close the process group of a multi-process launch (an open group can abort the interpreter at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         cfg, trainer_cls = parse_args(argv)
         out = run(cfg, trainer_cls)
+        _end_process_group()
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 2

@@ -13,14 +13,19 @@ def test_embedded_pipeline_discriminates(tmp_path):
     from llm_unlearn.finetune import FinetuneConfig, finetune
     from llm_unlearn.pipeline import run_embedded_pipeline
 
-    run = run_embedded_pipeline(tmp_path)
+    run = run_embedded_pipeline(tmp_path, method="regularized_ft")
     target = run["compared"]
     s, r = target["summary"], target["reference_summary"]
     assert target["forget_quality"] < 0.01
     assert s["forget/rouge_l_recall"] >= 0.9
     assert r["forget/rouge_l_recall"] <= 0.5
     assert s["retain/rouge_l_recall"] >= 0.9 and r["retain/rouge_l_recall"] >= 0.9
-    assert set(run["timings"]) == {"data", "target", "reference", "evaluation"}
+    assert set(run["timings"]) == {"data", "target", "reference", "unlearning", "evaluation"}
+    # The default core method moves forget quality toward the reference by orders of magnitude, keeping utility.
+    unlearned = run["unlearned"]
+    assert unlearned["forget_quality"] > 1000 * target["forget_quality"]
+    assert unlearned["summary"]["forget/rouge_l_recall"] < 0.6
+    assert unlearned["model_utility"] > 0.8 * target["model_utility"]
 
     ref2 = finetune(
         FinetuneConfig(
@@ -31,5 +36,6 @@ def test_embedded_pipeline_discriminates(tmp_path):
     assert second["forget_quality"] > 0.05
 
     # A second run of the pipeline reuses every finished stage.
-    again = run_embedded_pipeline(tmp_path)
-    assert again["timings"]["target"] < 5 and again["compared"]["forget_quality"] == target["forget_quality"]
+    again = run_embedded_pipeline(tmp_path, method="regularized_ft")
+    assert again["timings"]["target"] < 5 and again["timings"]["unlearning"] < 15
+    assert again["unlearned"]["forget_quality"] == unlearned["forget_quality"]

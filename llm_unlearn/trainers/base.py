@@ -161,7 +161,9 @@ class UnlearnTrainer(Trainer):
         self.ref_model = None
         if ref_model is not None:
             ref_model.requires_grad_(False)
-            self.ref_model = self.accelerator.prepare_model(ref_model.eval(), evaluation_mode=True)
+            # Under FSDP prepare_model places nothing (FSDP does, for the trained model only): move the copy here.
+            ref_model = ref_model.eval().to(self.args.device)
+            self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self.selection = selection
         if selection is not None:
             selection.attach(self.model)

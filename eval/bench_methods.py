@@ -1,0 +1,139 @@
+"""Every unlearning method on the embedded benchmark, with the same budget, in one table.
+
+    python eval/bench_methods.py [--workdir runs/embedded] [--methods natural,npo,...]
+
+Builds (or reuses) the embedded pipeline in ``workdir`` (benchmark, target, retrained reference), then runs each
+method from ``configs/embedded_<method>.yaml`` (every recipe carries the same budget: optimizer steps, batch size,
+learning rate), evaluates it against the reference and prints:
+
+1. method | forget quality | model utility | forget ROUGE | retain ROUGE | seconds;
+2. the step-time ratio of each method to a plain fine-tuning step (``regularized_ft`` with no regularizer) on the
+   same batches, measured in this run;
+3. the cost of Hessian scoring (fisher, ggn, hutchinson per probe) as a multiple of one forward+backward pass over
+   the same scoring data, measured in this run (median of 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name shown -> (recipe file, extra flags)
+RUNS = {
+    "finetune (no regularizer)": ("embedded_finetune.yaml", []),
+    "regularized_ft": ("embedded_regularized_ft.yaml", []),
+    "hessian (grad_diff)": ("embedded_hessian.yaml", []),
+    "natural": ("embedded_natural.yaml", []),
+    "relabel": ("embedded_relabel.yaml", []),
+    "grad_ascent": ("embedded_grad_ascent.yaml", []),
+    "grad_diff": ("embedded_grad_diff.yaml", []),
+    "npo": ("embedded_npo.yaml", []),
+    "simnpo": ("embedded_simnpo.yaml", []),
+    "idk_nll": ("embedded_idk_nll.yaml", []),
+    "idk_dpo": ("embedded_idk_dpo.yaml", []),
+}
+PLAIN = "finetune (no regularizer)"
+
+
+def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
+    from llm_unlearn.unlearn import RECORD, parse_args, run
+
+    if out.exists():
+        shutil.rmtree(out)
+    cfg, trainer_cls = parse_args(
+        [
+            "--config",
+            str(ROOT / "configs" / recipe),
+            "--model_name_or_path",
+            str(work / "target"),
+            "--data",
+            str(work / "data"),
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+            *extra,
+        ]
+    )
+    run(cfg, trainer_cls)
+    return json.loads((out / RECORD).read_text())
+
+
+def hessian_costs(work: Path, n: int = 3) -> dict[str, float]:
+    """Scoring time / one forward+backward pass over the same micro-batches (median of ``n``)."""
+    from transformers import AutoModelForCausalLM
+
+    from llm_unlearn.data.formatting import QACollator, QAFormatter
+    from llm_unlearn.data.loading import load_split
+    from llm_unlearn.modeling import load_tokenizer
+    from llm_unlearn.selection import forward_backward_seconds, score_parameters
+
+    tok = load_tokenizer(work / "target")
+    model = AutoModelForCausalLM.from_pretrained(work / "target")
+    fmt, collate = QAFormatter(tok), QACollator(tok.pad_token_id)
+    rows = load_split(work / "data", "forget10")
+    batches = [collate([fmt.encode(r["question"], r["answer"])]) for r in rows]
+    out = {}
+    for est, probes in (("fisher", 1), ("ggn", 1), ("hutchinson", 4)):
+        ratios = []
+        for _ in range(n):
+            base = forward_backward_seconds(model, batches)
+            scores = score_parameters(model, batches, estimator=est, probes=probes)
+            ratios.append(scores.seconds / base / (probes if est == "hutchinson" else 1))
+        out[est + (" (per probe)" if est == "hutchinson" else "")] = statistics.median(ratios)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="runs/embedded", help="Pipeline folder (built if missing).")
+    parser.add_argument("--methods", help="Comma-separated subset of: " + ", ".join(RUNS))
+    args = parser.parse_args()
+
+    from llm_unlearn.cli import run_eval
+    from llm_unlearn.evaluation.evaluator import EvalConfig
+    from llm_unlearn.pipeline import run_embedded_pipeline
+
+    work = Path(args.workdir)
+    base = run_embedded_pipeline(work)["compared"]
+    names = [m.strip() for m in args.methods.split(",")] if args.methods else list(RUNS)
+    rows = [
+        ("target (before unlearning)", base["forget_quality"], base["summary"], None, None),
+        ("retrained reference", 1.0, base["reference_summary"], None, None),
+    ]
+    step_seconds = {}
+    for name in names:
+        recipe, extra = RUNS[name]
+        out = work / "bench" / recipe.removesuffix(".yaml").removeprefix("embedded_")
+        t = time.perf_counter()
+        record = run_method(recipe, extra, work, out)
+        seconds = time.perf_counter() - t
+        step_seconds[name] = record["train_seconds"] / max(1, record["global_steps"])
+        c = run_eval(str(out), str(work / "reference"), str(work / "data"), EvalConfig(), overwrite=True)
+        rows.append((name, c["forget_quality"], c["summary"], seconds, record["global_steps"]))
+        print(f"[{name}] forget quality {c['forget_quality']:.3g}, utility {c['model_utility']:.3f}", flush=True)
+
+    print("\n| method | forget quality | model utility | forget ROUGE | retain ROUGE | steps | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, fq, s, sec, steps in rows:
+        print(
+            f"| {name} | {fq:.3g} | {s['model_utility']:.3f} | {s['forget/rouge_l_recall']:.3f} | "
+            f"{s['retain/rouge_l_recall']:.3f} | {steps if steps else '-'} | {f'{sec:.1f}' if sec else '-'} |"
+        )
+    if PLAIN in step_seconds:
+        print("\n| method | step time / plain fine-tuning step |\n|---|---:|")
+        for name, sec in step_seconds.items():
+            print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} |")
+    print("\n| Hessian estimator | scoring time / one forward+backward pass |\n|---|---:|")
+    for est, ratio in hessian_costs(work).items():
+        print(f"| {est} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
