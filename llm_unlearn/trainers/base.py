@@ -210,6 +210,15 @@ class UnlearnTrainer(Trainer):
             return L.answer_kl_loss(logits, self.reference_logits(model, side), side["labels"])
         return L.nll_loss(logits, side["labels"])
 
+    def add_retain_term(self, model, inputs: dict, terms: dict, forget_weight: float, kind: str = "nll") -> dict:
+        """``loss = forget_weight · forget_loss + α · retain_loss`` (the retain term only when α > 0)."""
+        total = forget_weight * terms["forget_loss"]
+        if self.args.alpha > 0:
+            terms["retain_loss"] = self.retain_loss(model, inputs, kind)
+            total = total + self.args.alpha * terms["retain_loss"]
+        terms["loss"] = total
+        return terms
+
     # --- the loss ------------------------------------------------------------------------------------------------
 
     def unlearn_losses(self, model, inputs: dict) -> dict[str, torch.Tensor]:

@@ -41,13 +41,8 @@ class GradDiffTrainer(UnlearnTrainer):
         return {"forget_loss": L.gradient_ascent_loss(self.forward(model, side), side["labels"])}
 
     def unlearn_losses(self, model, inputs: dict) -> dict[str, torch.Tensor]:
-        terms = self.forget_terms(model, inputs)
-        total = self.args.gamma * terms["forget_loss"]
-        if self.args.alpha > 0:
-            terms["retain_loss"] = self.retain_loss(model, inputs, getattr(self.args, "retain_loss_type", "nll"))
-            total = total + self.args.alpha * terms["retain_loss"]
-        terms["loss"] = total
-        return terms
+        kind = getattr(self.args, "retain_loss_type", "nll")
+        return self.add_retain_term(model, inputs, self.forget_terms(model, inputs), self.args.gamma, kind)
 
 
 @dataclass

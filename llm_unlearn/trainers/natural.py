@@ -191,12 +191,7 @@ class NaturalTrainer(UnlearnTrainer):
     def unlearn_losses(self, model, inputs: dict) -> dict[str, torch.Tensor]:
         side = inputs["forget"]
         terms = {"forget_loss": L.nll_loss(self.forget_logits(model, side), side["labels"])}
-        total = self.args.hybrid_weight * terms["forget_loss"]
-        if self.args.alpha > 0:
-            terms["retain_loss"] = self.retain_loss(model, inputs)
-            total = total + self.args.alpha * terms["retain_loss"]
-        terms["loss"] = total
-        return terms
+        return self.add_retain_term(model, inputs, terms, self.args.hybrid_weight)
 
 
 @dataclass
@@ -220,9 +215,4 @@ class RelabelTrainer(UnlearnTrainer):
     def unlearn_losses(self, model, inputs: dict) -> dict[str, torch.Tensor]:
         side = inputs["alt"]
         terms = {"forget_loss": L.nll_loss(self.forward(model, side), side["labels"])}
-        total = self.args.gamma * terms["forget_loss"]
-        if self.args.alpha > 0:
-            terms["retain_loss"] = self.retain_loss(model, inputs)
-            total = total + self.args.alpha * terms["retain_loss"]
-        terms["loss"] = total
-        return terms
+        return self.add_retain_term(model, inputs, terms, self.args.gamma)
