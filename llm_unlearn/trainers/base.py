@@ -165,6 +165,12 @@ class UnlearnTrainer(Trainer):
             ref_model = ref_model.eval().to(self.args.device)
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self.selection = selection
+        if selection is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            # Masks and restores act on whole parameter tensors; ZeRO/FSDP shard them (not supported yet).
+            raise ValueError(
+                "parameter selection (--selection hessian, --retention_mask_ratio) runs on one process "
+                "or DDP; with DeepSpeed or FSDP use --use_peft true (adapters on the top modules)"
+            )
         if selection is not None:
             selection.attach(self.model)
             self.add_callback(selection.callback())
