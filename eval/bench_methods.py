@@ -119,12 +119,13 @@ def main() -> None:
         rows.append((name, c["forget_quality"], c["summary"], seconds, record["global_steps"]))
         print(f"[{name}] forget quality {c['forget_quality']:.3g}, utility {c['model_utility']:.3f}", flush=True)
 
-    print("\n| method | forget quality | model utility | forget ROUGE | retain ROUGE | steps | seconds |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| method | forget quality | model utility | forget ROUGE | retain ROUGE | PrivLeak % | steps | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, fq, s, sec, steps in rows:
+        leak = s.get("privleak", float("nan"))
         print(
             f"| {name} | {fq:.3g} | {s['model_utility']:.3f} | {s['forget/rouge_l_recall']:.3f} | "
-            f"{s['retain/rouge_l_recall']:.3f} | {steps if steps else '-'} | {f'{sec:.1f}' if sec else '-'} |"
+            f"{s['retain/rouge_l_recall']:.3f} | {leak:+.1f} | {steps or '-'} | {f'{sec:.1f}' if sec else '-'} |"
         )
     if PLAIN in step_seconds:
         print("\n| method | step time / plain fine-tuning step |\n|---|---:|")

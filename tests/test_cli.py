@@ -85,6 +85,15 @@ def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys
     assert forget["aggregate"]["n_items"] == len(forget["items"]) > 0
     assert {"generation", "truth_ratio", "rouge_l_recall", "probability"} <= set(forget["items"][0])
     assert out.with_suffix(".md").read_text().count("|") > 40
+    # membership inference: forget (members) vs holdout, PrivLeak against the reference's own computed AUC
+    privacy = result["privacy"]
+    assert set(privacy["auc"]) == {"loss", "zlib", "min_k", "min_k_plus_plus", "reference"}
+    assert all(0.0 <= v <= 1.0 for v in privacy["auc"].values())
+    ref_eval = json.loads(next((ref / "eval_cache").glob("*.json")).read_text())
+    ref_auc = ref_eval["privacy"]["auc"]["min_k"]
+    assert privacy["privleak"] == pytest.approx((privacy["auc"]["min_k"] - ref_auc) / ref_auc * 100)
+    assert len(privacy["holdout_items"]) == len(open(small_bench / "holdout10.jsonl").readlines())
+    assert "PrivLeak" in out.with_suffix(".md").read_text()
     # the reference's evaluation is cached in its folder and reusable as --reference EVAL.json
     caches = list((ref / "eval_cache").glob("*.json"))
     assert len(caches) == 1

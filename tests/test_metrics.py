@@ -61,3 +61,45 @@ def test_rouge_l_recall_on_fixed_pair():
 
 def test_aggregates_accept_numpy_arrays():
     assert M.forget_truth_ratio(np.array([2.0])) == pytest.approx(0.5)
+
+
+def test_min_k_on_hand_values():
+    # lowest 40 % of 5 values = 2 values: (-4 + -3) / 2
+    assert M.min_k_score([-1.0, -4.0, -2.0, -3.0, -0.5], k=0.4) == pytest.approx(-3.5)
+
+
+def test_min_k_plus_plus_with_known_distribution():
+    # A uniform next-token distribution over 4 tokens: log p = -ln 4 everywhere, so mu = -ln 4 and sigma = 0;
+    # take instead p = (1/2, 1/4, 1/4): mu = sum p log p, sigma^2 = sum p (log p)^2 - mu^2.
+    p = np.array([0.5, 0.25, 0.25])
+    lp = np.log(p)
+    mu = float((p * lp).sum())
+    sigma = float(np.sqrt((p * lp**2).sum() - mu**2))
+    # the observed token is the likely one at t=0 and an unlikely one at t=1; K = 50 % keeps the lower z
+    z0, z1 = (lp[0] - mu) / sigma, (lp[1] - mu) / sigma
+    assert M.min_k_plus_plus_score([lp[0], lp[1]], [mu, mu], [sigma, sigma], k=0.5) == pytest.approx(min(z0, z1))
+    assert z0 == pytest.approx(1.0) and z1 == pytest.approx(-1.0)  # this distribution has z = ±1
+
+
+def test_auc_on_known_ranking_and_privleak():
+    assert M.roc_auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert M.roc_auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    # one of four member/non-member pairs is mis-ordered: 3/4
+    assert M.roc_auc([2.0, 4.0], [1.0, 3.0]) == pytest.approx(0.75)
+    assert M.privleak(0.75, 0.5) == pytest.approx(50.0)
+    assert M.privleak(0.5, 0.5) == 0.0
+
+
+def test_extraction_strength_and_exact_memorization_on_crafted_sequences():
+    # argmax reproduces everything after the first 2 of 5 tokens: k* = 2 -> 1 - 2/5
+    assert M.extraction_strength([False, False, True, True, True]) == pytest.approx(0.6)
+    assert M.extraction_strength([True, True, True]) == 1.0
+    assert M.extraction_strength([True, True, False]) == 0.0  # the last token is wrong: nothing extracted
+    assert M.exact_memorization([True, False, True, True]) == pytest.approx(0.75)
+
+
+def test_zlib_score_normalizes_by_compressed_length():
+    import zlib
+
+    text = "The Amber Lantern."
+    assert M.zlib_score(2.0, text) == pytest.approx(-2.0 / len(zlib.compress(text.encode())))

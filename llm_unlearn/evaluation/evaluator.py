@@ -23,6 +23,9 @@ from . import metrics as M
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
+HOLDOUT = "holdout"
+EVAL_VERSION = 2  # bump when the result layout changes: invalidates cached evaluations
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
 ROLES = {
@@ -66,13 +69,61 @@ def role_splits(forget_split: str) -> dict[str, str]:
 
 
 def load_eval_data(data: str, forget_split: str) -> dict[str, list[dict]]:
-    """The four evaluation splits, validated before any model is loaded."""
-    return {role: load_split(data, name) for role, name in role_splits(forget_split).items()}
+    """The four evaluation splits and, when present, the holdout split (non-members for membership inference),
+    validated before any model is loaded."""
+    from ..data.schema import DataValidationError
+
+    out = {role: load_split(data, name) for role, name in role_splits(forget_split).items()}
+    holdout = BenchmarkSplits.from_forget(forget_split).holdout
+    try:
+        out[HOLDOUT] = load_split(data, holdout)
+    except DataValidationError as e:
+        logger.warning(
+            "no usable %s split (%s): membership-inference metrics are left out of this evaluation", holdout, e
+        )
+    return out
 
 
 def _perturbed_list(row: dict) -> list[str]:
     p = row["perturbed_answer"]
     return [p] if isinstance(p, str) else list(p)
+
+
+def privacy_scores(scores, answer: str) -> dict[str, float]:
+    """Membership-inference scores (higher = more member-like) and memorization of one answer."""
+    return {
+        "mia_loss": -scores.avg_loss,
+        "mia_zlib": M.zlib_score(scores.avg_loss, answer),
+        "mia_min_k": M.min_k_score(scores.logprobs),
+        "mia_min_k_plus_plus": M.min_k_plus_plus_score(scores.logprobs, scores.mu, scores.sigma),
+        "extraction_strength": M.extraction_strength(scores.argmax_match),
+        "exact_memorization": M.exact_memorization(scores.argmax_match),
+    }
+
+
+def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> list[dict]:
+    """Holdout (never trained on) items: answer loss and attack scores, no generation."""
+    from .scoring import score_answers
+
+    scores = score_answers(
+        model, formatter, [r["question"] for r in rows], [r["answer"] for r in rows], cfg.batch_size
+    )
+    return [
+        {"question": r["question"], "answer_loss": s.avg_loss, **privacy_scores(s, r["answer"])}
+        for r, s in zip(rows, scores)
+    ]
+
+
+def privacy_summary(forget_items: list[dict], holdout_items: list[dict]) -> dict:
+    """MIA AUC (forget = members, holdout = non-members) per attack, and mean memorization on forget."""
+    return {
+        "auc": {
+            a: M.roc_auc([it[f"mia_{a}"] for it in forget_items], [it[f"mia_{a}"] for it in holdout_items])
+            for a in MIA_ATTACKS
+        },
+        "extraction_strength": float(np.mean([it["extraction_strength"] for it in forget_items])),
+        "exact_memorization": float(np.mean([it["exact_memorization"] for it in forget_items])),
+    }
 
 
 def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfig) -> dict:
@@ -111,6 +162,7 @@ def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfi
                 "probability": prob,
                 "truth_ratio": M.truth_ratio(correct[i].avg_loss, pert_losses),
                 "rouge_l_recall": M.rouge_l_recall(generations[i], row["answer"]),
+                **privacy_scores(answer[i], row["answer"]),
             }
         )
     ratios = [it["truth_ratio"] for it in items]
@@ -140,7 +192,8 @@ def _weights_fingerprint(model_path: Path) -> list:
 
 def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"cfg": asdict(cfg), "weights": _weights_fingerprint(model_path)}, sort_keys=True).encode())
+    ident = {"cfg": asdict(cfg), "weights": _weights_fingerprint(model_path), "version": EVAL_VERSION}
+    h.update(json.dumps(ident, sort_keys=True).encode())
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -179,6 +232,10 @@ def evaluate_model(
     for role in tqdm(ROLES, desc=f"evaluating {model_path.name}", leave=False):
         splits[role] = evaluate_split(model, formatter, data[role], role, cfg)
         splits[role]["split"] = role_splits(cfg.forget_split)[role]
+    privacy = None
+    if HOLDOUT in data:
+        holdout_items = evaluate_holdout(model, formatter, data[HOLDOUT], cfg)
+        privacy = {"holdout_items": holdout_items, **privacy_summary(splits["forget"]["items"], holdout_items)}
     result = {
         "kind": RESULT_KIND,
         "model": str(model_path),
@@ -187,6 +244,7 @@ def evaluate_model(
         "config": asdict(cfg),
         "model_utility": model_utility(splits),
         "splits": splits,
+        "privacy": privacy,
     }
     cache.parent.mkdir(exist_ok=True)
     cache.write_text(json.dumps(result) + "\n")
@@ -228,30 +286,67 @@ def compare(result: dict, reference: dict | None) -> dict:
     out = dict(result)
     out["reference"] = reference["model"]
     out["forget_quality"] = M.forget_quality(forget_truth_ratios(result), forget_truth_ratios(reference))
-    out["reference_summary"] = summary(reference, forget_quality=1.0)
-    out["summary"] = summary(result, forget_quality=out["forget_quality"])
+    ref_privacy = None
+    if result.get("privacy") and reference.get("privacy"):
+        out["privacy"] = dict(result["privacy"])
+        out["privacy"]["auc"] = {**result["privacy"]["auc"], "reference": _reference_attack_auc(result, reference)}
+        # PrivLeak from Min-K% AUCs, the reference's computed on the reference model (never a constant).
+        out["privacy"]["privleak"] = M.privleak(
+            result["privacy"]["auc"]["min_k"], reference["privacy"]["auc"]["min_k"]
+        )
+        ref_privacy = {**reference["privacy"], "privleak": 0.0}
+    out["reference_summary"] = summary(reference, forget_quality=1.0, privacy=ref_privacy)
+    out["summary"] = summary(result, forget_quality=out["forget_quality"], privacy=out.get("privacy"))
     return out
 
 
-def summary(result: dict, forget_quality: float | None = None) -> dict[str, float]:
+def _reference_attack_auc(result: dict, reference: dict) -> float:
+    """Reference-based attack: score ``−(ℓ_model − ℓ_ref)`` per item (members lose more relative to the reference)."""
+
+    def scores(items, ref_items):
+        return [-(a["answer_loss"] - b["answer_loss"]) for a, b in zip(items, ref_items)]
+
+    members = scores(result["splits"]["forget"]["items"], reference["splits"]["forget"]["items"])
+    non_members = scores(result["privacy"]["holdout_items"], reference["privacy"]["holdout_items"])
+    return M.roc_auc(members, non_members)
+
+
+def summary(result: dict, forget_quality: float | None = None, privacy: dict | None = None) -> dict[str, float]:
     """The headline numbers of one result, in table order."""
     rows = {}
     if forget_quality is not None:
         rows["forget_quality"] = forget_quality
     rows["model_utility"] = result["model_utility"]
+    if privacy is not None:
+        rows["privleak"] = privacy["privleak"]
+        rows["mia_auc/min_k"] = privacy["auc"]["min_k"]
+        rows["forget/extraction_strength"] = privacy["extraction_strength"]
+        rows["forget/exact_memorization"] = privacy["exact_memorization"]
     for role in ROLES:
         for m in ("probability", "truth_ratio", "rouge_l_recall"):
             rows[f"{role}/{m}"] = result["splits"][role]["aggregate"][m]
     return rows
 
 
-_LABELS = {"probability": "probability", "truth_ratio": "truth ratio", "rouge_l_recall": "ROUGE-L recall"}
+_LABELS = {
+    "probability": "probability",
+    "truth_ratio": "truth ratio",
+    "rouge_l_recall": "ROUGE-L recall",
+    "extraction_strength": "extraction strength",
+    "exact_memorization": "exact memorization",
+}
 
 
 def _label(key: str) -> str:
     if "/" not in key:
-        return {"forget_quality": "**Forget quality** (KS p)", "model_utility": "**Model utility**"}[key]
+        return {
+            "forget_quality": "**Forget quality** (KS p)",
+            "model_utility": "**Model utility**",
+            "privleak": "**PrivLeak** (%, Min-K% AUC vs reference)",
+        }[key]
     role, m = key.split("/")
+    if role == "mia_auc":
+        return "MIA AUC forget vs holdout (Min-K%)"
     return f"{ROLES[role][0]} {_LABELS[m]}"
 
 

@@ -68,3 +68,62 @@ def harmonic_mean(values: Sequence[float]) -> float:
     if np.any(v == 0):
         return 0.0
     return float(len(v) / np.sum(1.0 / v))
+
+
+# --- membership inference and memorization (MUSE and the MIA literature) -------------------------------------------
+# Every attack score is oriented so that a HIGHER score means "more likely a member (trained on)".
+
+
+def zlib_score(avg_loss: float, text: str) -> float:
+    """ZLib attack: ``−ℓ / len(zlib.compress(text))`` (Carlini et al., 2021), negated so higher = member."""
+    import zlib
+
+    return float(-avg_loss / len(zlib.compress(text.encode("utf-8"))))
+
+
+def min_k_score(logprobs: Sequence[float], k: float = 0.4) -> float:
+    """Min-K% (Shi et al., arXiv 2310.16789): mean of the lowest ``k`` fraction of token log-probs."""
+    lp = np.sort(np.asarray(logprobs, dtype=float))
+    n = max(1, int(np.ceil(k * len(lp))))
+    return float(lp[:n].mean())
+
+
+def min_k_plus_plus_score(logprobs, mu, sigma, k: float = 0.4) -> float:
+    """Min-K%++ (Zhang et al., arXiv 2404.02936): Min-K% of ``(log p_t − μ_t) / σ_t``, with ``μ_t``, ``σ_t`` the mean
+    and standard deviation of ``log p(z)`` under ``z ~ p_t``."""
+    z = (np.asarray(logprobs, float) - np.asarray(mu, float)) / np.maximum(np.asarray(sigma, float), 1e-8)
+    return min_k_score(z, k)
+
+
+def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """ROC-AUC of separating members (label 1) from non-members (label 0) by score (higher = member)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(member_scores) == 0 or len(nonmember_scores) == 0:
+        raise ValueError("AUC needs both member (forget) and non-member (holdout) scores")
+    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    return float(roc_auc_score(y, np.r_[np.asarray(member_scores, float), np.asarray(nonmember_scores, float)]))
+
+
+def privleak(auc_model: float, auc_reference: float) -> float:
+    """PrivLeak (MUSE, arXiv 2407.06460): ``(AUC_model − AUC_ref) / AUC_ref × 100``; ≈ 0 is good."""
+    return float((auc_model - auc_reference) / auc_reference * 100.0)
+
+
+def extraction_strength(argmax_match: Sequence[bool]) -> float:
+    """``1 − k*/|y|`` with ``k*`` the shortest prefix after which teacher-forced argmax reproduces the rest of the
+    answer (Carlini et al., arXiv 2202.07646): 1 when every token is reproduced, 0 when the last one is not."""
+    m = np.asarray(argmax_match, dtype=bool)
+    if len(m) == 0:
+        raise ValueError("extraction strength of an empty answer")
+    wrong = np.flatnonzero(~m)
+    k_star = 0 if len(wrong) == 0 else int(wrong[-1]) + 1
+    return float(1.0 - k_star / len(m))
+
+
+def exact_memorization(argmax_match: Sequence[bool]) -> float:
+    """Fraction of answer tokens whose teacher-forced argmax equals the label (Tirumala et al., 2022)."""
+    m = np.asarray(argmax_match, dtype=bool)
+    if len(m) == 0:
+        raise ValueError("exact memorization of an empty answer")
+    return float(m.mean())
