@@ -57,24 +57,27 @@ def test_reference_training_checks_forget_retain_overlap(tmp_path, small_bench):
     assert not (tmp_path / "ref").exists()
 
 
-def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys):
-    target, ref = models
-    out = tmp_path / "report.json"
-    rc = main(
+def _eval(model, reference, data, output, *extra) -> int:
+    return main(
         [
             "eval",
             "--model",
-            str(target),
+            str(model),
             "--reference",
-            str(ref),
+            str(reference),
             "--data",
-            str(small_bench),
+            str(data),
             "--output",
-            str(out),
-            "--max_new_tokens",
-            "16",
+            str(output),
+            *extra,
         ]
     )
+
+
+def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys):
+    target, ref = models
+    out = tmp_path / "report.json"
+    rc = _eval(target, ref, small_bench, out, "--max_new_tokens", "16")
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| metric | model | reference | gap |" in printed and "Forget quality" in printed
@@ -97,21 +100,7 @@ def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys
     # the reference's evaluation is cached in its folder and reusable as --reference EVAL.json
     caches = list((ref / "eval_cache").glob("*.json"))
     assert len(caches) == 1
-    rc = main(
-        [
-            "eval",
-            "--model",
-            str(target),
-            "--reference",
-            str(caches[0]),
-            "--data",
-            str(small_bench),
-            "--output",
-            str(tmp_path / "again.json"),
-            "--max_new_tokens",
-            "16",
-        ]
-    )
+    rc = _eval(target, caches[0], small_bench, tmp_path / "again.json", "--max_new_tokens", "16")
     assert rc == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["forget_quality"] == result["forget_quality"]
@@ -121,24 +110,7 @@ def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys
 def test_model_against_itself_has_forget_quality_one(models, small_bench, tmp_path):
     _, ref = models
     out = tmp_path / "self.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--model",
-                str(ref),
-                "--reference",
-                str(ref),
-                "--data",
-                str(small_bench),
-                "--output",
-                str(out),
-                "--max_new_tokens",
-                "16",
-            ]
-        )
-        == 0
-    )
+    assert _eval(ref, ref, small_bench, out, "--max_new_tokens", "16") == 0
     assert json.loads(out.read_text())["forget_quality"] == pytest.approx(1.0)
 
 
@@ -153,21 +125,7 @@ def test_eval_refuses_to_overwrite_foreign_output(models, small_bench, tmp_path,
     target, ref = models
     out = tmp_path / "mine.json"
     out.write_text('{"my": "data"}')
-    rc = main(
-        [
-            "eval",
-            "--model",
-            str(target),
-            "--reference",
-            str(ref),
-            "--data",
-            str(small_bench),
-            "--output",
-            str(out),
-            "--max_new_tokens",
-            "4",
-        ]
-    )
+    rc = _eval(target, ref, small_bench, out, "--max_new_tokens", "4")
     assert rc == 2 and "not an llm-unlearn evaluation" in capsys.readouterr().err
     assert out.read_text() == '{"my": "data"}'
 

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
 HOLDOUT = "holdout"
-EVAL_VERSION = 2  # bump when the result layout changes: invalidates cached evaluations
+EVAL_VERSION = 3  # bump when the result layout changes: invalidates cached evaluations
 MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
@@ -162,7 +162,7 @@ def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfi
                 "probability": prob,
                 "truth_ratio": M.truth_ratio(correct[i].avg_loss, pert_losses),
                 "rouge_l_recall": M.rouge_l_recall(generations[i], row["answer"]),
-                **privacy_scores(answer[i], row["answer"]),
+                **(privacy_scores(answer[i], row["answer"]) if role == "forget" else {}),
             }
         )
     ratios = [it["truth_ratio"] for it in items]
