@@ -16,6 +16,7 @@ from pathlib import Path
 from .data.formatting import QACollator, QADataset, QAFormatter
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
 from .data.schema import DataValidationError, check_disjoint, tofu_split_names
+from .data.text import encode_chunks
 from .modeling import EMBEDDED_MODEL
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,10 @@ class FinetuneConfig:
 
     Attributes:
         data: local folder of TOFU-schema files, or a Hub dataset id (``locuslab/TOFU``).
-        split: split to train on (default ``full``; the reference uses ``retain90`` etc.).
+        split: split to train on (default ``full``; the reference uses ``retain90`` etc.). With
+            ``data_format text``: comma-separated text splits (default ``raw/forget,raw/retain1``; the reference
+            uses ``raw/retain1``).
+        data_format: ``qa`` (TOFU schema, default) or ``text`` (MUSE-style documents, see ``llm_unlearn.data.text``).
         output_dir: where the model folder is written.
         model: ``embedded:tiny-llama`` (default) or a Hub id / local path of a causal LM.
         seed: seed of initialisation and data order (default 0).
@@ -51,9 +55,14 @@ class FinetuneConfig:
 
     data: str = field(metadata={"help": "Local folder of TOFU-schema split files, or a Hub dataset id."})
     output_dir: str = field(metadata={"help": "Folder the fine-tuned model is written to."})
-    split: str = field(
-        default="full", metadata={"help": "Split to train on (full for the target, retainXX for the reference)."}
+    split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split to train on: full (target) or retainXX (reference); for text data, comma-separated "
+            "text splits: raw/forget,raw/retain1 (target) or raw/retain1 (reference)."
+        },
     )
+    data_format: str = field(default="qa", metadata={"help": "qa (TOFU schema) or text (MUSE-style documents)."})
     model: str = field(
         default=EMBEDDED_MODEL, metadata={"help": "embedded:tiny-llama, or a Hub id / path of a causal LM."}
     )
@@ -74,6 +83,10 @@ class FinetuneConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder holding a different run."})
 
     def __post_init__(self):
+        if self.data_format not in ("qa", "text"):
+            raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
+        if self.split is None:
+            self.split = "full" if self.data_format == "qa" else "raw/forget,raw/retain1"
         if self.num_train_epochs <= 0 or self.learning_rate <= 0:
             raise ValueError("num_train_epochs and learning_rate must be positive")
         if self.lora and self.model == EMBEDDED_MODEL:
@@ -84,7 +97,13 @@ class FinetuneConfig:
         d = asdict(self)
         d.pop("overwrite")
         d.pop("output_dir")
+        if d["data_format"] == "qa":
+            d.pop("data_format")  # QA runs recorded before text support existed keep matching
         return d
+
+    @property
+    def text_splits(self) -> list[str]:
+        return [s.strip() for s in self.split.split(",") if s.strip()]
 
 
 def _check_output(cfg: FinetuneConfig) -> bool:
@@ -124,12 +143,32 @@ def corpus_texts(data: str, splits: list[str]) -> list[str]:
     return [t for t in texts if t]
 
 
+def text_corpus_texts(data: str, splits: list[str]) -> list[str]:
+    """The embedded tokenizer's training text for a text benchmark: every document and QA pair of a local folder
+    (so target and reference share one tokenizer), or the documents of ``splits`` from the Hub."""
+    from .data.text import load_documents
+
+    if not is_local(data):
+        return [d for s in splits for d in load_documents(data, s)]
+    texts = []
+    for path in sorted(Path(data).rglob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            texts += [v for k, v in row.items() if k in ("text", "question", "answer") and isinstance(v, str)]
+    return texts
+
+
 def build_base(cfg: FinetuneConfig):
     """Tokenizer and model to fine-tune."""
     from .modeling import build_tiny_llama, load_causal_lm, load_tokenizer, train_bpe_tokenizer
 
     if cfg.model == EMBEDDED_MODEL:
-        tokenizer = train_bpe_tokenizer(corpus_texts(cfg.data, [cfg.split]), vocab_size=cfg.vocab_size)
+        texts = (
+            corpus_texts(cfg.data, [cfg.split])
+            if cfg.data_format == "qa"
+            else text_corpus_texts(cfg.data, cfg.text_splits)
+        )
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size)
         model = build_tiny_llama(
             tokenizer,
             cfg.seed,
@@ -202,8 +241,13 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if _check_output(cfg):
         logger.info("reusing finished run in %s", out)
         return out
-    rows = load_split(cfg.data, cfg.split)  # validated before any model is built
-    _check_reference_split(cfg, rows)
+    if cfg.data_format == "text":
+        from .data.text import load_documents
+
+        rows = [d for ref in cfg.text_splits for d in load_documents(cfg.data, ref)]  # validated up front
+    else:
+        rows = load_split(cfg.data, cfg.split)  # validated before any model is built
+        _check_reference_split(cfg, rows)
     if out.exists() and cfg.overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +258,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg),
-        train_dataset=QADataset(rows, formatter),
+        train_dataset=(
+            QADataset(rows, formatter)
+            if cfg.data_format == "qa"
+            else encode_chunks(tokenizer, rows, cfg.max_length)  # every token of a document is supervised
+        ),
         data_collator=QACollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
     )

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 RECORD = "unlearn_record.json"
 RESOLVED_CONFIG = "unlearn_config.yaml"
+# Never written to the record or the resolved config: both are uploaded with --push_to_hub.
+SECRET_FIELDS = ("hub_token",)
 
 
 def _pop_flag(argv: list[str], name: str) -> str | None:
@@ -80,7 +82,7 @@ def config_to_dict(cfg) -> dict:
     """The init fields of a config as plain YAML-able values (reloadable with ``--config``)."""
     out = {}
     for f in dataclasses.fields(cfg):
-        if not f.init or f.name.startswith("_"):
+        if not f.init or f.name.startswith("_") or f.name in SECRET_FIELDS:
             continue
         v = getattr(cfg, f.name)
         if isinstance(v, enum.Enum):
@@ -94,10 +96,33 @@ def config_to_dict(cfg) -> dict:
     return out
 
 
-def forget_hash(rows: list[dict]) -> str:
-    """A sha256 of the forget set (its questions and answers): names it in records without its text."""
+def forget_hash(rows: list[dict] | list[str]) -> str:
+    """A sha256 of the forget set (its questions and answers, or its documents): names it without its text."""
+    if rows and isinstance(rows[0], str):
+        from .data.text import documents_hash
+
+        return documents_hash(rows)
     payload = json.dumps([[r["question"], r["answer"]] for r in rows], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _check_publish(cfg) -> None:
+    """--push_to_hub and --eval_reference are checked before any training: a run must not fail at its end on them."""
+    if cfg.push_to_hub:
+        if not cfg.hub_model_id:
+            raise ValueError(
+                "--push_to_hub true needs --hub_model_id (the Hub repository to push to, e.g. your-name/my-model)"
+            )
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(cfg.hub_model_id)
+        except HFValidationError as e:
+            raise ValueError(f"--hub_model_id {cfg.hub_model_id!r}: {e}") from None
+    if cfg.eval_reference and not Path(cfg.eval_reference).exists():
+        raise FileNotFoundError(
+            f"--eval_reference {cfg.eval_reference}: neither a model folder nor an evaluation JSON file"
+        )
 
 
 def _check_output_dir(cfg) -> None:
@@ -124,6 +149,12 @@ def load_data(cfg):
 
     if not cfg.data:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
+    if cfg.data_format == "text":
+        from .data.text import check_disjoint_documents, load_documents
+
+        forget, retain = load_documents(cfg.data, cfg.forget_split), load_documents(cfg.data, cfg.retain_split)
+        check_disjoint_documents(forget, retain, cfg.forget_split, cfg.retain_split)
+        return forget, retain
     forget = load_split(cfg.data, cfg.forget_split)
     retain = load_split(cfg.data, cfg.retain_split)
     check_disjoint(forget, retain, cfg.forget_split, cfg.retain_split)
@@ -148,13 +179,17 @@ def load_model(cfg):
 def build_selection(cfg, model, formatter, forget_rows, retain_rows):
     """Hessian-diagonal scores → masks (or, under LoRA, the modules that get adapters); or retention masks."""
     from .data.formatting import QACollator
+    from .data.text import encode_chunks
     from .selection import ParameterSelection, retention_masks, score_parameters_cached, select_masks, top_modules
 
     exclude = tuple(x.strip() for x in cfg.selection_exclude.split(",") if x.strip())
     collate = QACollator(formatter.tokenizer.pad_token_id)
 
     def batches(rows, size=1):
-        enc = [formatter.encode(r["question"], r["answer"]) for r in rows[: cfg.hessian_samples]]
+        if cfg.data_format == "text":
+            enc = encode_chunks(formatter.tokenizer, rows, cfg.max_length)[: cfg.hessian_samples]
+        else:
+            enc = [formatter.encode(r["question"], r["answer"]) for r in rows[: cfg.hessian_samples]]
         return [collate(enc[i : i + size]) for i in range(0, len(enc), size)]
 
     if getattr(cfg, "retention_mask_ratio", 0.0) > 0:
@@ -213,7 +248,11 @@ def wrap_lora(cfg, model, target_modules=None):
 
 
 def run(cfg, trainer_cls) -> Path:
-    """Unlearn ``cfg.forget_split`` from ``cfg.model_name_or_path`` and save the result in ``cfg.output_dir``."""
+    """Unlearn ``cfg.forget_split`` from ``cfg.model_name_or_path`` and save the result in ``cfg.output_dir``.
+
+    The evaluation against ``--eval_reference`` and the Hub push of ``--push_to_hub`` come after, in :func:`publish`
+    (``main`` calls it on the main process); their settings are checked here, before any training.
+    """
     import time
 
     from .data.formatting import QAFormatter
@@ -222,7 +261,14 @@ def run(cfg, trainer_cls) -> Path:
 
     if not cfg.model_name_or_path:
         raise ValueError("--model_name_or_path is required (the model to unlearn)")
+    _check_publish(cfg)
     _check_output_dir(cfg)
+    if cfg.data_format == "text" and not trainer_cls.supports_text(cfg):
+        raise ValueError(
+            f"method {cfg.method!r} (with these options) needs QA items (wrong answers, refusals or QA hybrids) and "
+            "cannot run on --data_format text; on raw text use grad_ascent, grad_diff, npo, simnpo or "
+            "regularized_ft with --forget_regularizer kl_uniform"
+        )
     forget_rows, retain_rows = load_data(cfg)
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
@@ -231,8 +277,17 @@ def run(cfg, trainer_cls) -> Path:
     if cfg.use_peft:
         model = wrap_lora(cfg, model, lora_targets)
     ref_model = load_model(cfg) if cfg.needs_reference and not cfg.use_peft else None
-    dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model)
+    if cfg.data_format == "text":
+        from .data.text import text_dataset
+
+        dataset = text_dataset(tokenizer, forget_rows, retain_rows, cfg.max_length)
+    else:
+        dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model)
     _clear_output_dir(cfg)
+    # With push_to_hub the HF Trainer creates the repo in __init__ and pushes on every save with its own generic card.
+    # We push once, after the record is saved, with our card (publish()): hide the request from the Trainer while it
+    # runs and restore it afterwards, so that the record and unlearn_config.yaml keep what the user asked for.
+    push_to_hub, cfg.push_to_hub = cfg.push_to_hub, False
     trainer = trainer_cls(
         model=model,
         args=cfg,
@@ -253,11 +308,13 @@ def run(cfg, trainer_cls) -> Path:
             tokenizer.save_pretrained(out)
     else:
         trainer.save_model(str(out))
+    cfg.push_to_hub = push_to_hub
     if trainer.is_world_process_zero():
         record = {
             "method": cfg.method,
             "paper": trainer_cls.paper,
             "base_model": cfg.model_name_or_path,
+            "data_format": cfg.data_format,
             "forget_split": cfg.forget_split,
             "forget_sha256": forget_hash(forget_rows),
             "n_forget": len(forget_rows),
@@ -290,14 +347,57 @@ def _end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def publish(cfg, out: Path) -> str | None:
+    """After training, on the main process: evaluate ``out`` against ``--eval_reference``, then push it with its card
+    to ``--hub_model_id`` (``--push_to_hub true``). Returns the repository URL when pushed.
+
+    Raises :class:`llm_unlearn.hub.HubPushError` when the push fails; ``out`` is left as saved either way.
+    """
+    eval_json = None
+    if cfg.eval_reference:
+        from .cli import run_eval
+        from .evaluation.evaluator import EvalConfig, markdown_table
+
+        try:
+            compared = run_eval(
+                str(out),
+                cfg.eval_reference,
+                cfg.data,
+                EvalConfig(forget_split=cfg.forget_split, data_format=cfg.data_format),
+            )
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            hint = f"; the unlearned model is saved in {out}: evaluate it with `llm-unlearn eval --model {out} ...`"
+            kind = next(c for c in (FileExistsError, FileNotFoundError, ValueError) if isinstance(e, c))
+            raise kind(f"evaluation against --eval_reference {cfg.eval_reference} failed: {e}{hint}") from e
+        eval_json = compared["report_files"][0]  # the comparison JSON, written into `out`
+        print(markdown_table(compared))
+    if not cfg.push_to_hub:
+        return None
+    from .hub import push_run
+
+    url = push_run(out, cfg.hub_model_id, token=cfg.hub_token, private=cfg.hub_private_repo, eval_json=eval_json)
+    print(f"pushed {out} to {url}")
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .hub import HubPushError
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         cfg, trainer_cls = parse_args(argv)
         out = run(cfg, trainer_cls)
+        main_process = cfg.process_index == 0
+        # Evaluation and the push run on the main process alone, after the process group is closed: the other
+        # processes must not wait for them at a barrier (a slow upload would hit the collective timeout).
         _end_process_group()
+        print(f"unlearned model saved in {out}")
+        if main_process:
+            publish(cfg, out)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 2
-    print(f"unlearned model saved in {out}")
+    except HubPushError as e:  # the trained model is saved: say so, and how to retry (in the message)
+        print(f"unlearn: error: {e}", file=sys.stderr)
+        return 1
     return 0

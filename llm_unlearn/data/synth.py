@@ -350,3 +350,51 @@ def write_benchmark(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
     meta["splits"] = {name: len(rows) for name, rows in splits.items()}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _biographies(rows: list[dict], joined: bool = True) -> list:
+    """One interview-style document per author: a line per attribute, the question about the author followed by
+    its answer (the answers alone often omit the name), in attribute order. Utility facts are skipped."""
+    docs: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("attribute") != "fact":
+            docs.setdefault(row["entity"], []).append(f"{row['question']} {row['answer']}")
+    return ["\n".join(lines) if joined else lines for lines in docs.values()]
+
+
+def write_text_corpus(bench_dir: str | Path, out_dir: str | Path, forget_split: str = "forget10") -> Path:
+    """A MUSE-style raw-text benchmark derived from the QA benchmark in ``bench_dir``.
+
+    Each author becomes a biography document. ``raw/forget`` holds the forget authors', ``raw/retain1`` the other
+    authors', ``raw/holdout`` the holdout authors' (never trained on); ``verbmem/forget`` cuts each forget biography
+    after its first sentence (``prompt``) and keeps the rest as ``gt``; ``knowmem/forget_qa`` and
+    ``knowmem/retain_qa`` are the QA pairs about forget and retain authors. Written as ``OUT/<config>/<split>.jsonl``.
+    """
+    from .loading import load_split
+    from .schema import BenchmarkSplits
+
+    s = BenchmarkSplits.from_forget(forget_split)
+    forget = load_split(bench_dir, s.forget)
+    retain = load_split(bench_dir, s.retain)
+    corpus = {
+        "raw/forget": [{"text": d} for d in _biographies(forget)],
+        "raw/retain1": [{"text": d} for d in _biographies(retain)],
+        "raw/holdout": [{"text": d} for d in _biographies(load_split(bench_dir, s.holdout))],
+        "knowmem/forget_qa": [{"question": r["question"], "answer": r["answer"]} for r in forget],
+        "knowmem/retain_qa": [
+            {"question": r["question"], "answer": r["answer"]} for r in load_split(bench_dir, s.retain_eval)
+        ],
+    }
+    verbmem = []
+    for lines in _biographies(forget, joined=False):
+        verbmem.append({"prompt": lines[0] + "\n", "gt": "\n".join(lines[1:])})
+    corpus["verbmem/forget"] = verbmem
+    out = Path(out_dir)
+    for ref, rows in corpus.items():
+        path = out / f"{ref}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {"generator": "llm_unlearn.synth.text", "source": str(bench_dir), "forget_split": forget_split}
+    meta["splits"] = {ref: len(rows) for ref, rows in corpus.items()}
+    (out / "benchmark.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out

@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
 HOLDOUT = "holdout"
-EVAL_VERSION = 3  # bump when the result layout changes: invalidates cached evaluations
-MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+EVAL_VERSION = 4  # bump when the result layout changes: invalidates cached evaluations
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")  # gradnorm only with --gradnorm
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
 ROLES = {
@@ -41,21 +41,53 @@ class EvalConfig:
     """Evaluation settings.
 
     Attributes:
-        forget_split: the forget split whose ``_perturbed`` version is evaluated (default ``forget10``).
+        data_format: ``qa`` (TOFU schema, default) or ``text`` (MUSE-style corpus, see ``llm_unlearn.data.text``).
+        forget_split: QA: the forget split whose ``_perturbed`` version is evaluated (default ``forget10``); text:
+            the forget documents, the members of membership inference (default ``raw/forget``).
+        holdout_split: never-trained-on items, the non-members (default ``holdoutXX`` for QA, ``raw/holdout``).
         batch_size: items per scoring / generation batch (default 32).
-        max_new_tokens: generation budget; generation also stops at EOS or a blank line (default 200).
-        max_length: longest tokenized QA pair scored (default 256).
+        max_new_tokens: QA generation budget; generation also stops at EOS or a blank line (default 200).
+        max_length: longest tokenized QA pair scored; text: tokens scored per document (default 256).
+        gradnorm: also score membership by the per-item gradient norm (one backward per item; default off).
+        verbmem_split, knowmem_forget_split, knowmem_retain_split: text only, MUSE's names by default.
+        knowmem_prompt: text only: the KnowMem prompt with a ``{question}`` slot (default
+            ``Question: {question}\\nAnswer:``).
+        verbmem_max_new_tokens (default 128), knowmem_max_new_tokens (default 32): text-only generation budgets.
     """
 
-    forget_split: str = field(default="forget10", metadata={"help": "Forget split (forgetXX) to evaluate."})
+    forget_split: str | None = field(
+        default=None, metadata={"help": "Forget split: forgetXX (default forget10); text: raw/forget."}
+    )
+    data_format: str = field(default="qa", metadata={"help": "qa (TOFU schema) or text (MUSE-style corpus)."})
+    holdout_split: str | None = field(
+        default=None, metadata={"help": "Non-member split (default holdoutXX; text: raw/holdout)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Items per scoring and generation batch."})
     max_new_tokens: int = field(default=200, metadata={"help": "Maximum generated tokens per answer."})
-    max_length: int = field(default=256, metadata={"help": "Maximum tokens of a scored QA pair."})
+    max_length: int = field(default=256, metadata={"help": "Maximum tokens of a scored QA pair or document."})
+    gradnorm: bool = field(default=False, metadata={"help": "Add the GradNorm attack (one backward per item)."})
+    verbmem_split: str = field(default="verbmem/forget", metadata={"help": "Text: VerbMem prompts (prompt, gt)."})
+    knowmem_forget_split: str = field(default="knowmem/forget_qa", metadata={"help": "Text: forget QA pairs."})
+    knowmem_retain_split: str = field(default="knowmem/retain_qa", metadata={"help": "Text: retain QA pairs."})
+    knowmem_prompt: str = field(
+        default="Question: {question}\nAnswer:", metadata={"help": "Text: KnowMem prompt with {question}."}
+    )
+    verbmem_max_new_tokens: int = field(default=128, metadata={"help": "Text: VerbMem continuation tokens."})
+    knowmem_max_new_tokens: int = field(default=32, metadata={"help": "Text: KnowMem answer tokens."})
 
     def __post_init__(self):
-        BenchmarkSplits.from_forget(self.forget_split)  # raises with the expected form
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens must be positive")
+        if self.data_format not in ("qa", "text"):
+            raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
+        if self.data_format == "qa":
+            self.forget_split = self.forget_split or "forget10"
+            self.holdout_split = self.holdout_split or BenchmarkSplits.from_forget(self.forget_split).holdout
+        else:
+            self.forget_split = self.forget_split or "raw/forget"
+            self.holdout_split = self.holdout_split or "raw/holdout"
+            if "{question}" not in self.knowmem_prompt:
+                raise ValueError(f"--knowmem_prompt {self.knowmem_prompt!r} has no {{question}} slot")
+        if min(self.batch_size, self.max_new_tokens, self.verbmem_max_new_tokens, self.knowmem_max_new_tokens) < 1:
+            raise ValueError("batch_size and the max_new_tokens budgets must be positive")
 
 
 def role_splits(forget_split: str) -> dict[str, str]:
@@ -68,13 +100,18 @@ def role_splits(forget_split: str) -> dict[str, str]:
     }
 
 
-def load_eval_data(data: str, forget_split: str) -> dict[str, list[dict]]:
-    """The four evaluation splits and, when present, the holdout split (non-members for membership inference),
-    validated before any model is loaded."""
+def load_eval_data(data: str, cfg: EvalConfig | str) -> dict[str, list[dict]]:
+    """The evaluation splits (QA: the four of TOFU; text: see ``text_eval``) and, when present, the holdout split
+    (non-members for membership inference), validated before any model is loaded. ``cfg`` may be a forget split."""
     from ..data.schema import DataValidationError
 
-    out = {role: load_split(data, name) for role, name in role_splits(forget_split).items()}
-    holdout = BenchmarkSplits.from_forget(forget_split).holdout
+    cfg = EvalConfig(forget_split=cfg) if isinstance(cfg, str) else cfg
+    if cfg.data_format == "text":
+        from .text_eval import load_text_eval_data
+
+        return load_text_eval_data(data, cfg)
+    out = {role: load_split(data, name) for role, name in role_splits(cfg.forget_split).items()}
+    holdout = cfg.holdout_split
     try:
         out[HOLDOUT] = load_split(data, holdout)
     except DataValidationError as e:
@@ -108,18 +145,31 @@ def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> lis
     scores = score_answers(
         model, formatter, [r["question"] for r in rows], [r["answer"] for r in rows], cfg.batch_size
     )
-    return [
+    items = [
         {"question": r["question"], "answer_loss": s.avg_loss, **privacy_scores(s, r["answer"])}
         for r, s in zip(rows, scores)
     ]
+    if cfg.gradnorm:
+        add_gradnorm(model, formatter, rows, items)
+    return items
+
+
+def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
+    """The GradNorm attack score ``−‖∇ℓ‖`` of each QA item (members sit nearer a minimum: smaller gradients)."""
+    from .scoring import gradient_norms
+
+    encoded = [formatter.encode(r["question"], r["answer"]) for r in rows]
+    for item, norm in zip(items, gradient_norms(model, encoded, formatter.tokenizer.pad_token_id)):
+        item["mia_gradnorm"] = -norm
 
 
 def privacy_summary(forget_items: list[dict], holdout_items: list[dict]) -> dict:
-    """MIA AUC (forget = members, holdout = non-members) per attack, and mean memorization on forget."""
+    """MIA AUC (forget = members, holdout = non-members) per attack present, and mean memorization on forget."""
+    attacks = [a for a in MIA_ATTACKS if f"mia_{a}" in forget_items[0] and f"mia_{a}" in holdout_items[0]]
     return {
         "auc": {
             a: M.roc_auc([it[f"mia_{a}"] for it in forget_items], [it[f"mia_{a}"] for it in holdout_items])
-            for a in MIA_ATTACKS
+            for a in attacks
         },
         "extraction_strength": float(np.mean([it["extraction_strength"] for it in forget_items])),
         "exact_memorization": float(np.mean([it["exact_memorization"] for it in forget_items])),
@@ -216,39 +266,50 @@ def evaluate_model(
     model_path = Path(model_path)
     if not model_path.is_dir():
         raise FileNotFoundError(f"model folder {model_path} does not exist")
-    data = data if data is not None else load_eval_data(data_source, cfg.forget_split)
+    data = data if data is not None else load_eval_data(data_source, cfg)
     key = cache_key(model_path, data, cfg)
     cache = model_path / CACHE_DIR / f"{key}.json"
     if use_cache and cache.exists():
         logger.info("reusing cached evaluation %s", cache)
         return json.loads(cache.read_text())
 
-    from tqdm.auto import tqdm
-
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path)
     formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
-    splits = {}
-    for role in tqdm(ROLES, desc=f"evaluating {model_path.name}", leave=False):
-        splits[role] = evaluate_split(model, formatter, data[role], role, cfg)
-        splits[role]["split"] = role_splits(cfg.forget_split)[role]
-    privacy = None
-    if HOLDOUT in data:
-        holdout_items = evaluate_holdout(model, formatter, data[HOLDOUT], cfg)
-        privacy = {"holdout_items": holdout_items, **privacy_summary(splits["forget"]["items"], holdout_items)}
+    if cfg.data_format == "text":
+        from .text_eval import evaluate_text
+
+        body = evaluate_text(model, tokenizer, data, cfg)
+    else:
+        body = evaluate_qa(model, formatter, data, cfg, model_path.name)
     result = {
         "kind": RESULT_KIND,
         "model": str(model_path),
         "data": str(data_source),
         "data_fingerprint": data_fingerprint(data),
         "config": asdict(cfg),
-        "model_utility": model_utility(splits),
-        "splits": splits,
-        "privacy": privacy,
+        **body,
     }
     cache.parent.mkdir(exist_ok=True)
     cache.write_text(json.dumps(result) + "\n")
     return result
+
+
+def evaluate_qa(model, formatter, data: dict[str, list[dict]], cfg: EvalConfig, name: str = "model") -> dict:
+    """Splits, privacy and model utility of one model on a TOFU-schema benchmark."""
+    from tqdm.auto import tqdm
+
+    splits = {}
+    for role in tqdm(ROLES, desc=f"evaluating {name}", leave=False):
+        splits[role] = evaluate_split(model, formatter, data[role], role, cfg)
+        splits[role]["split"] = role_splits(cfg.forget_split)[role]
+    privacy = None
+    if HOLDOUT in data:
+        if cfg.gradnorm:
+            add_gradnorm(model, formatter, data["forget"], splits["forget"]["items"])
+        holdout_items = evaluate_holdout(model, formatter, data[HOLDOUT], cfg)
+        privacy = {"holdout_items": holdout_items, **privacy_summary(splits["forget"]["items"], holdout_items)}
+    return {"benchmark": "qa", "model_utility": model_utility(splits), "splits": splits, "privacy": privacy}
 
 
 def load_result(path: str | Path) -> dict:
@@ -268,7 +329,8 @@ def forget_truth_ratios(result: dict) -> list[float]:
 
 
 def compare(result: dict, reference: dict | None) -> dict:
-    """Attach forget quality (KS test against the reference's forget truth ratios) and the comparison table.
+    """Attach forget quality (KS test against the reference's forget truth ratios), PrivLeak and the comparison
+    table. On a text benchmark there are no truth ratios: the comparison is VerbMem, KnowMem and PrivLeak.
 
     Forget quality is only defined against a reference: without one this raises instead of reporting None.
     """
@@ -285,7 +347,13 @@ def compare(result: dict, reference: dict | None) -> dict:
         )
     out = dict(result)
     out["reference"] = reference["model"]
-    out["forget_quality"] = M.forget_quality(forget_truth_ratios(result), forget_truth_ratios(reference))
+    # The reference's own result travels with the comparison (per-item values for plots and confidence intervals).
+    out["reference_result"] = {k: v for k, v in reference.items() if k != "reference_result"}
+    is_text = result.get("benchmark") == "text"
+    if is_text != (reference.get("benchmark") == "text"):
+        raise ValueError("the model and the reference were evaluated on different kinds of benchmark (qa vs text)")
+    if not is_text:
+        out["forget_quality"] = M.forget_quality(forget_truth_ratios(result), forget_truth_ratios(reference))
     ref_privacy = None
     if result.get("privacy") and reference.get("privacy"):
         out["privacy"] = dict(result["privacy"])
@@ -295,8 +363,8 @@ def compare(result: dict, reference: dict | None) -> dict:
             result["privacy"]["auc"]["min_k"], reference["privacy"]["auc"]["min_k"]
         )
         ref_privacy = {**reference["privacy"], "privleak": 0.0}
-    out["reference_summary"] = summary(reference, forget_quality=1.0, privacy=ref_privacy)
-    out["summary"] = summary(result, forget_quality=out["forget_quality"], privacy=out.get("privacy"))
+    out["reference_summary"] = summary(reference, forget_quality=None if is_text else 1.0, privacy=ref_privacy)
+    out["summary"] = summary(result, forget_quality=out.get("forget_quality"), privacy=out.get("privacy"))
     return out
 
 
@@ -306,7 +374,10 @@ def _reference_attack_auc(result: dict, reference: dict) -> float:
     def scores(items, ref_items):
         return [-(a["answer_loss"] - b["answer_loss"]) for a, b in zip(items, ref_items)]
 
-    members = scores(result["splits"]["forget"]["items"], reference["splits"]["forget"]["items"])
+    def member_items(r):  # QA: the forget split's items; text: the forget documents'
+        return r["privacy"].get("forget_items") or r["splits"]["forget"]["items"]
+
+    members = scores(member_items(result), member_items(reference))
     non_members = scores(result["privacy"]["holdout_items"], reference["privacy"]["holdout_items"])
     return M.roc_auc(members, non_members)
 
@@ -314,14 +385,20 @@ def _reference_attack_auc(result: dict, reference: dict) -> float:
 def summary(result: dict, forget_quality: float | None = None, privacy: dict | None = None) -> dict[str, float]:
     """The headline numbers of one result, in table order."""
     rows = {}
+    is_text = result.get("benchmark") == "text"
     if forget_quality is not None:
         rows["forget_quality"] = forget_quality
-    rows["model_utility"] = result["model_utility"]
+    if not is_text:  # on text the utility is KnowMem on retain, its own row below
+        rows["model_utility"] = result["model_utility"]
     if privacy is not None:
         rows["privleak"] = privacy["privleak"]
         rows["mia_auc/min_k"] = privacy["auc"]["min_k"]
         rows["forget/extraction_strength"] = privacy["extraction_strength"]
         rows["forget/exact_memorization"] = privacy["exact_memorization"]
+    if is_text:
+        for role in ("verbmem", "knowmem_forget", "knowmem_retain"):
+            rows[f"{role}/rouge_l_f1"] = result["splits"][role]["aggregate"]["rouge_l_f1"]
+        return rows
     for role in ROLES:
         for m in ("probability", "truth_ratio", "rouge_l_recall"):
             rows[f"{role}/{m}"] = result["splits"][role]["aggregate"][m]
@@ -334,7 +411,9 @@ _LABELS = {
     "rouge_l_recall": "ROUGE-L recall",
     "extraction_strength": "extraction strength",
     "exact_memorization": "exact memorization",
+    "rouge_l_f1": "ROUGE-L F1",
 }
+_TEXT_ROLES = {"verbmem": "VerbMem", "knowmem_forget": "KnowMem forget", "knowmem_retain": "KnowMem retain (utility)"}
 
 
 def _label(key: str) -> str:
@@ -347,6 +426,8 @@ def _label(key: str) -> str:
     role, m = key.split("/")
     if role == "mia_auc":
         return "MIA AUC forget vs holdout (Min-K%)"
+    if role in _TEXT_ROLES:
+        return f"{_TEXT_ROLES[role]} {_LABELS[m]}"
     return f"{ROLES[role][0]} {_LABELS[m]}"
 
 

@@ -49,6 +49,11 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].recall)
 
 
+def rouge_l_f1(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 of ``prediction`` against ``reference`` (MUSE's VerbMem and KnowMem)."""
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
+
+
 def forget_quality(model_ratios: Sequence[float], reference_ratios: Sequence[float]) -> float:
     """p-value of the two-sample KS test between the model's and the reference's forget truth ratios."""
     from scipy.stats import ks_2samp

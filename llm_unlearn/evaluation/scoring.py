@@ -41,8 +41,15 @@ class TokenScores:
         return float(-self.logprobs.mean())
 
 
-def _batches(order: Sequence[int], size: int):
-    for i in range(0, len(order), size):
+def _batches(order: Sequence[int], size: int, desc: str | None = None):
+    """Consecutive slices of ``order``; with ``desc``, behind a progress bar (long evaluations take minutes)."""
+    starts = range(0, len(order), size)
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        # leave=False: the bar goes away under the evaluator's per-split bar; disable=None: hidden when not a tty
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False, disable=True if len(starts) <= 1 else None)
+    for i in starts:
         yield order[i : i + size]
 
 
@@ -50,22 +57,25 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def score_answers(
     model, formatter: QAFormatter, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32
 ) -> list[TokenScores]:
-    """Teacher-forced answer-token scores of each (question, answer) pair, in input order.
-
-    Items are sorted by length so batches carry little padding; padding is masked by length.
-    """
+    """Teacher-forced answer-token scores of each (question, answer) pair, in input order."""
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
     encoded = [formatter.encode(q, a) for q, a in zip(questions, answers)]
+    return score_encoded(model, encoded, formatter.tokenizer.pad_token_id, batch_size)
+
+
+@torch.no_grad()
+def score_encoded(model, encoded: Sequence[dict], pad_token_id: int, batch_size: int = 32) -> list[TokenScores]:
+    """Scores of the supervised tokens (``labels != -100``) of encoded items (QA pairs or text chunks), in input
+    order. Items are sorted by length so batches carry little padding; padding is masked by length."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-    collate = QACollator(formatter.tokenizer.pad_token_id)
+    collate = QACollator(pad_token_id)
     device = model_device(model)
     out: list[TokenScores | None] = [None] * len(encoded)
-    for idx in _batches(order, batch_size):
+    for idx in _batches(order, batch_size, desc=f"scoring {len(order)} items (teacher-forced)"):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
@@ -88,23 +98,38 @@ def score_answers(
     return out  # type: ignore[return-value]
 
 
-def truncate_generation(text: str) -> str:
-    """Cut a generation at the first blank line (TOFU answers are one paragraph)."""
-    return text.split("\n\n", 1)[0].strip()
+def truncate_generation(text: str, stop: str = "\n\n") -> str:
+    """Cut a generation at the first ``stop`` (default a blank line: TOFU answers are one paragraph)."""
+    return text.split(stop, 1)[0].strip()
 
 
-@torch.no_grad()
 def generate_answers(
     model, formatter: QAFormatter, questions: Sequence[str], max_new_tokens: int = 200, batch_size: int = 32
 ) -> list[str]:
     """Greedy answers, batched with left padding and the KV cache; each stops at EOS or a blank line."""
-    tok = formatter.tokenizer
     prompts = [formatter.prompt_ids(q) for q in questions]
+    return generate_from_ids(model, formatter.tokenizer, prompts, max_new_tokens, batch_size, stop="\n\n")
+
+
+@torch.no_grad()
+def generate_from_ids(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    stop: str | None = "\n\n",
+) -> list[str]:
+    """Greedy continuations of tokenized prompts, batched with left padding and the KV cache. Each stops at EOS and
+    at the string ``stop`` (a blank line for one-paragraph answers, a newline for one-line answers; ``None``: only
+    EOS), which is cut off with what follows."""
+    tok = tokenizer
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     device = model_device(model)
     out: list[str] = [""] * len(prompts)
     pad = tok.pad_token_id
-    for idx in _batches(order, batch_size):
+    stopping = {"stop_strings": [stop], "tokenizer": tok} if stop else {}
+    for idx in _batches(order, batch_size, desc=f"generating {len(order)} greedy answers"):
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         attn = torch.zeros((len(idx), width), dtype=torch.long)
@@ -119,9 +144,34 @@ def generate_answers(
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
-            stop_strings=["\n\n"],
-            tokenizer=tok,
+            **stopping,
         )
         for row, i in enumerate(idx):
-            out[i] = truncate_generation(tok.decode(gen[row, width:], skip_special_tokens=True))
+            text = tok.decode(gen[row, width:], skip_special_tokens=True)
+            out[i] = truncate_generation(text, stop) if stop else text.strip()
     return out
+
+
+def gradient_norms(model, encoded: Sequence[dict], pad_token_id: int) -> list[float]:
+    """GradNorm membership score input: ``‖∇_θ ℓ‖₂`` of each item's average loss over all trainable weights, one
+    backward pass per item (costly: off by default). Gradients are cleared afterwards."""
+    collate = QACollator(pad_token_id)
+    device = model_device(model)
+    params = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    norms = []
+    try:
+        for item in encoded:
+            batch = {k: v.to(device) for k, v in collate([item]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits[0, :-1].float(), batch["labels"][0, 1:], ignore_index=IGNORE_INDEX
+            )  # the item's average loss ℓ over its supervised tokens
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            norms.append(float(torch.sqrt(sum(g.float().square().sum() for g in grads if g is not None))))
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+    return norms

@@ -30,7 +30,10 @@ class UnlearnConfig(TrainingArguments):
         method (`str`, defaults to `"regularized_ft"`): the unlearning method (see ``llm_unlearn.trainers.METHODS``).
         model_name_or_path (`str`): the model to unlearn: a local folder or a Hub id.
         data (`str`): TOFU-schema data: a local folder or a Hub dataset id (``locuslab/TOFU``).
-        forget_split (`str`, defaults to `"forget10"`): the split to forget; the retain split is derived.
+        data_format (`str`, defaults to `"qa"`): ``qa`` (TOFU schema) or ``text`` (MUSE-style documents, chunked
+            into ``max_length``-token pieces; see ``llm_unlearn.data.text``).
+        forget_split (`str`, defaults to `"forget10"`, text: `"raw/forget"`): the split to forget.
+        retain_split (`str`, defaults to the ``retainXX`` matching ``forget_split``, text: `"raw/retain1"`).
         max_length (`int`, defaults to `128`): longest tokenized QA pair.
         gamma (`float`, defaults to `1.0`): weight of the forget term.
         alpha (`float`, defaults to `1.0`): weight of the retain term.
@@ -49,12 +52,21 @@ class UnlearnConfig(TrainingArguments):
         selection_exclude (`str`, defaults to `"embed,lm_head,norm"`): comma-separated name fragments never selected.
         lora_top_modules (`int`, defaults to `4`): under LoRA + selection, adapters go on this many top modules.
         overwrite_output (`bool`, defaults to `False`): replace a non-empty ``output_dir``.
+        eval_reference (`str`, *optional*): retrained reference (model folder or its eval JSON): when given, the
+            unlearned model is evaluated against it after training (on ``data``, ``forget_split``) and the model card
+            of ``push_to_hub`` carries the evaluation.
     """
 
     method: str = field(default="regularized_ft", metadata={"help": "Unlearning method name."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Model to unlearn (folder or Hub id)."})
     data: str | None = field(default=None, metadata={"help": "TOFU-schema data: local folder or Hub dataset id."})
-    forget_split: str = field(default="forget10", metadata={"help": "Split to forget (forgetXX)."})
+    data_format: str = field(default="qa", metadata={"help": "qa (TOFU schema) or text (MUSE-style documents)."})
+    forget_split: str | None = field(
+        default=None, metadata={"help": "Split to forget: forgetXX (default forget10); text: raw/forget."}
+    )
+    retain_split: str | None = field(
+        default=None, metadata={"help": "Retain split (default: the retainXX of forget_split; text: raw/retain1)."}
+    )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens of a QA pair."})
     gamma: float = field(default=1.0, metadata={"help": "Weight of the forget term."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
@@ -76,6 +88,14 @@ class UnlearnConfig(TrainingArguments):
     )
     lora_top_modules: int = field(default=4, metadata={"help": "Under LoRA + selection: modules given adapters."})
     overwrite_output: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
+    eval_reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "Retrained reference (model folder or its eval JSON): when given, the unlearned model is "
+            "evaluated against it after training (on --data, --forget_split) and the card of --push_to_hub carries "
+            "the evaluation."
+        },
+    )
 
     # TrainingArguments defaults changed for unlearning runs.
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
@@ -96,7 +116,14 @@ class UnlearnConfig(TrainingArguments):
         super().__post_init__()
         from ..data.schema import BenchmarkSplits
 
-        BenchmarkSplits.from_forget(self.forget_split)
+        if self.data_format == "qa":
+            self.forget_split = self.forget_split or "forget10"
+            self.retain_split = self.retain_split or BenchmarkSplits.from_forget(self.forget_split).retain
+        elif self.data_format == "text":
+            self.forget_split = self.forget_split or "raw/forget"
+            self.retain_split = self.retain_split or "raw/retain1"
+        else:
+            raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
         for name, value, allowed in (
             ("selection", self.selection, ("none", "hessian")),
             ("hessian_estimator", self.hessian_estimator, ("fisher", "ggn", "hutchinson")),
@@ -111,12 +138,6 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError("--gamma and --alpha must be non-negative")
         if self.merge_adapter and not self.use_peft:
             raise ValueError("--merge_adapter only applies with --use_peft")
-
-    @property
-    def retain_split(self) -> str:
-        from ..data.schema import BenchmarkSplits
-
-        return BenchmarkSplits.from_forget(self.forget_split).retain
 
 
 class UnlearnTrainer(Trainer):
@@ -138,6 +159,12 @@ class UnlearnTrainer(Trainer):
     @classmethod
     def alt_source(cls, args) -> str:
         return "perturbed"
+
+    @classmethod
+    def supports_text(cls, args) -> bool:
+        """Whether the method runs on raw text: it needs nothing but the forget and retain sequences themselves
+        (no wrong answers, refusals or QA hybrids)."""
+        return cls.sides(args) == ("forget",) and cls.build_dataset.__func__ is UnlearnTrainer.build_dataset.__func__
 
     @classmethod
     def build_dataset(cls, args, formatter, forget_rows: list[dict], retain_rows: list[dict], model=None):
