@@ -62,6 +62,18 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
+def cmd_data_text(args) -> int:
+    from .data.synth import write_text_corpus
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{out} is not empty; pass --overwrite or choose another --out")
+    write_text_corpus(args.data, out, forget_split=args.forget_split)
+    meta = json.loads((out / "benchmark.json").read_text())
+    print(f"wrote text benchmark to {out}: " + ", ".join(f"{k}={v}" for k, v in meta["splits"].items()))
+    return 0
+
+
 def cmd_data_check(args) -> int:
     from .data.loading import load_split
     from .data.schema import BenchmarkSplits, check_disjoint
@@ -101,11 +113,12 @@ def _reference_result(reference: str, data: str, cfg, eval_data, use_cache: bool
     raise FileNotFoundError(f"--reference {reference}: neither a model folder nor an evaluation JSON file")
 
 
-def write_report(compared: dict, output: Path, overwrite: bool) -> tuple[Path, Path]:
-    """The JSON result and a Markdown table beside it; refuses to replace files it did not write."""
-    from .evaluation.evaluator import RESULT_KIND, markdown_table
+def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
+    """The JSON result, and beside it a Markdown report (table with bootstrap 95 % CIs, a plain reading) and the
+    forget truth-ratio ECDF plot; refuses to replace a JSON file it did not write."""
+    from .evaluation.evaluator import RESULT_KIND
+    from .evaluation.report import write_eval_report
 
-    md = output.with_suffix(".md")
     if output.exists() and not overwrite:
         try:
             ours = json.loads(output.read_text()).get("kind") == RESULT_KIND
@@ -117,11 +130,7 @@ def write_report(compared: dict, output: Path, overwrite: bool) -> tuple[Path, P
             )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(compared, indent=1) + "\n")
-    title = (
-        f"# Evaluation of `{compared['model']}`\n\nReference: `{compared['reference']}`; data: `{compared['data']}`"
-    )
-    md.write_text(f"{title}, forget split `{compared['config']['forget_split']}`.\n\n{markdown_table(compared)}\n")
-    return output, md
+    return [output, *write_eval_report(compared, output)]
 
 
 def run_eval(
@@ -141,11 +150,11 @@ def run_eval(
             "--reference is required: forget quality is measured against a retrained reference "
             "(a model folder, or the JSON of its evaluation)"
         )
-    eval_data = load_eval_data(data, cfg.forget_split)  # validated before any model is loaded
+    eval_data = load_eval_data(data, cfg)  # validated before any model is loaded
     ref = _reference_result(reference, data, cfg, eval_data, use_cache)
     result = evaluate_model(model, data, cfg, use_cache=use_cache, data=eval_data)
     compared = compare(result, ref)
-    out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split}.json"
+    out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split.replace('/', '_')}.json"
     compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
     return compared
 
@@ -157,6 +166,39 @@ def cmd_eval(args) -> int:
     compared = run_eval(args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite)
     print(markdown_table(compared))
     print("written: " + ", ".join(compared["report_files"]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .evaluation.report import write_runs_report
+
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    out = write_runs_report(args.runs, args.out, overwrite=args.overwrite, n_resamples=args.bootstrap, seed=args.seed)
+    print(out["table"])
+    print("written: " + ", ".join(out["files"]))
+    return 0
+
+
+# --- push ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_push(args) -> int:
+    from .hub import push_run
+
+    url = push_run(
+        args.run_dir,
+        args.repo_id,
+        token=args.token,
+        private=True if args.private else None,
+        eval_json=args.eval,
+        commit_message=args.commit_message,
+        endpoint=args.endpoint,
+        card=args.card,
+        base_model=args.base_model,
+        license=args.license,
+    )
+    print(f"pushed {args.run_dir} to {url}")
     return 0
 
 
@@ -196,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="Replace a benchmark with another config there.")
     add_dataclass_arguments(synth, SynthConfig)
     synth.set_defaults(func=cmd_data_synth)
+    text = dsub.add_parser(
+        "text",
+        help="Derive a MUSE-style raw-text benchmark (raw/, verbmem/, knowmem/) from a QA benchmark.",
+        formatter_class=fmt,
+    )
+    text.add_argument("--data", required=True, help="Folder of the QA benchmark (from `llm-unlearn data synth`).")
+    text.add_argument("--out", required=True, help="Folder to write the text benchmark to.")
+    text.add_argument("--forget_split", default="forget10", help="QA forget split whose authors become raw/forget.")
+    text.add_argument("--overwrite", action="store_true", help="Write into a non-empty --out.")
+    text.set_defaults(func=cmd_data_text)
     check = dsub.add_parser(
         "check", help="Validate the splits of a forget setting (fields, types, overlap).", formatter_class=fmt
     )
@@ -219,6 +271,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(ev, EvalConfig)
     ev.set_defaults(func=cmd_eval)
 
+    rep = sub.add_parser(
+        "report",
+        help="Compare evaluated runs: one table, forget quality vs model utility, truth-ratio ECDFs.",
+        description="Put runs evaluated with `llm-unlearn eval` side by side: OUT/report.md (one row per run and "
+        "one for the retrained reference, bootstrap 95% CIs of model utility, a plain-language reading), "
+        "OUT/fq_vs_mu.png (forget quality on a log scale against model utility, the reference as a star, a "
+        "dashed line at 0.05) and OUT/truth_ratio_ecdf_<run>.png (forget truth ratios of each run and of the "
+        "reference, and of the model before unlearning when it is one of the runs). The runs must be evaluated on "
+        "the same data against the same reference. Example: llm-unlearn report runs/embedded/target "
+        "runs/embedded/unlearned/* --out runs/embedded/report",
+    )
+    rep.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="Folder holding one eval_<split>.json written by `llm-unlearn eval` (or that JSON file itself).",
+    )
+    rep.add_argument("--out", required=True, help="Folder for report.md and the plots (created if missing).")
+    rep.add_argument(
+        "--overwrite", action="store_true", help="Write into a non-empty --out that holds no earlier report."
+    )
+    rep.add_argument(
+        "--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% CIs (default 1000; 0: none)."
+    )
+    rep.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap resampling (default 0).")
+    rep.set_defaults(func=cmd_report)
+
     demo = sub.add_parser(
         "demo",
         help="The embedded pipeline: benchmark, target, reference, unlearning, evaluation.",
@@ -233,6 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="Unlearning method run on the target ('none': stop after evaluating the target).",
     )
     demo.set_defaults(func=cmd_demo)
+
+    push = sub.add_parser(
+        "push",
+        help="Upload an unlearned model (or adapter), its tokenizer and a generated model card to the Hub.",
+        description="Upload the output folder of `llm-unlearn unlearn` to a Hub model repository (created if "
+        "missing): the model or LoRA adapter, the tokenizer, unlearn_config.yaml, unlearn_record.json and a model "
+        "card (README.md, also written to RUN_DIR) naming the base model, method, paper, hyperparameters, the forget "
+        "set by split name and sha256 (never its text) and the evaluation summary as model-index metadata. Caches, "
+        "checkpoints, training_args.bin and the eval_* reports (which hold the forget texts) are not uploaded. Run "
+        "`llm-unlearn eval --model RUN_DIR ...` first to have the evaluation in the card.",
+    )
+    push.add_argument("run_dir", metavar="RUN_DIR", help="Output folder of `llm-unlearn unlearn`.")
+    push.add_argument("--repo_id", required=True, help="Hub repository, e.g. your-name/my-model-unlearned.")
+    push.add_argument("--token", help="Hub write token (default: HF_TOKEN or the token of `hf auth login`).")
+    push.add_argument("--private", action="store_true", help="Create the repository private (if it is new).")
+    push.add_argument("--eval", help="Evaluation JSON for the card (default: the newest RUN_DIR/eval_*.json).")
+    push.add_argument(
+        "--card",
+        choices=("auto", "overwrite", "keep"),
+        default="auto",
+        help="An existing RUN_DIR/README.md: auto replaces only a card llm-unlearn wrote (refuses your own), "
+        "overwrite replaces it, keep uploads it as it is (default: auto).",
+    )
+    push.add_argument("--base_model", help="Hub id of the base model for the card, when the run names a local path.")
+    push.add_argument("--license", help="License for the card metadata (e.g. apache-2.0; default: the base's).")
+    push.add_argument("--commit_message", help="Message of the Hub commit.")
+    push.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co).")
+    push.set_defaults(func=cmd_push)
     return p
 
 
@@ -242,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         from .unlearn import main as unlearn_main
 
         return unlearn_main(argv[1:])
+    from .hub import HubPushError  # stdlib-only at import time
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -251,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         # Errors at the boundary (bad data, paths, settings): one clear line, no traceback.
         print(f"llm-unlearn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except HubPushError as e:  # network, token or Hub refusal: one line, naming the intact local folder
+        print(f"llm-unlearn {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
