@@ -131,6 +131,13 @@ def main() -> None:
         print("\n| method | step time / plain fine-tuning step |\n|---|---:|")
         for name, sec in step_seconds.items():
             print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} |")
+    from llm_unlearn.evaluation.report import write_runs_report
+
+    run_dirs = [work / "target"] + [
+        work / "bench" / RUNS[n][0].removesuffix(".yaml").removeprefix("embedded_") for n in names
+    ]
+    report = write_runs_report(run_dirs, work / "bench" / "report", overwrite=True)
+    print("\nreport with 95 % intervals and plots: " + ", ".join(str(p) for p in report["files"]))
     print("\n| Hessian estimator | scoring time / one forward+backward pass |\n|---|---:|")
     for est, ratio in hessian_costs(work).items():
         print(f"| {est} | {ratio:.2f} |")

@@ -37,7 +37,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[st
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default
-            kwargs["help"] = f"{help_text} (default: {f.default})"
+            kwargs["help"] = help_text if f.default is None else f"{help_text} (default: {f.default})"
         parser.add_argument(f"--{f.name}", **kwargs)
 
 

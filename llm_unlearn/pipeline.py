@@ -124,5 +124,11 @@ def run_embedded_pipeline(
         + f", total {sum(timings.values()):.1f}"
     )
     reports = compared["report_files"] + (unlearned_eval["report_files"] if unlearned_eval else [])
+    if unlearned is not None:
+        from .evaluation.report import write_runs_report
+
+        # The side-by-side report of the runs (what `llm-unlearn report` writes): table, FQ-vs-utility plot, ECDFs.
+        runs_report = write_runs_report([target, unlearned], work / "report", overwrite=True)
+        reports += [str(p) for p in runs_report["files"]]
     print("reports: " + ", ".join(reports))
     return {"compared": compared, "unlearned": unlearned_eval, "timings": timings}

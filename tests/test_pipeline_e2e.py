@@ -21,11 +21,17 @@ def test_embedded_pipeline_discriminates(tmp_path):
     assert r["forget/rouge_l_recall"] <= 0.5
     assert s["retain/rouge_l_recall"] >= 0.9 and r["retain/rouge_l_recall"] >= 0.9
     assert set(run["timings"]) == {"data", "target", "reference", "unlearning", "evaluation"}
+    # Membership inference: the target's forget items are told from never-seen holdout items, the reference's not.
+    assert s["mia_auc/min_k"] > 0.9 and 0.3 < r["mia_auc/min_k"] < 0.7
+    assert s["privleak"] > 50 and r["privleak"] == 0.0
     # The default core method moves forget quality toward the reference by orders of magnitude, keeping utility.
     unlearned = run["unlearned"]
     assert unlearned["forget_quality"] > 1000 * target["forget_quality"]
     assert unlearned["summary"]["forget/rouge_l_recall"] < 0.6
     assert unlearned["model_utility"] > 0.8 * target["model_utility"]
+    assert unlearned["summary"]["privleak"] < s["privleak"]  # unlearning moves PrivLeak toward 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| target | (before unlearning) |" in report and (tmp_path / "report" / "fq_vs_mu.png").stat().st_size
 
     ref2 = finetune(
         FinetuneConfig(

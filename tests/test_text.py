@@ -186,3 +186,22 @@ def test_rouge_l_f1_on_a_hand_computed_pair():
     assert M.rouge_l_f1("the cat sat on the mat", "the cat lay on a mat") == pytest.approx(2 / 3)
     # Prediction 2 tokens fully inside a 4-token reference: P = 1, R = 0.5 → F1 = 2/3.
     assert M.rouge_l_f1("red fox", "the red fox ran") == pytest.approx(2 / 3)
+
+
+def test_data_text_command_writes_the_layout_and_refuses_a_non_empty_folder(small_bench, tmp_path, capsys):
+    from llm_unlearn.cli import main
+
+    out = tmp_path / "text"
+    assert main(["data", "text", "--data", str(small_bench), "--out", str(out)]) == 0
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.jsonl")} == {
+        "raw/forget.jsonl",
+        "raw/retain1.jsonl",
+        "raw/holdout.jsonl",
+        "verbmem/forget.jsonl",
+        "knowmem/forget_qa.jsonl",
+        "knowmem/retain_qa.jsonl",
+    }
+    before = (out / "raw" / "forget.jsonl").read_text()
+    assert main(["data", "text", "--data", str(small_bench), "--out", str(out), "--forget_split", "forget05"]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "raw" / "forget.jsonl").read_text() == before

@@ -84,6 +84,8 @@ class EvalConfig:
         else:
             self.forget_split = self.forget_split or "raw/forget"
             self.holdout_split = self.holdout_split or "raw/holdout"
+            # A prompt typed on the command line carries "\\n" as two characters: it means a newline.
+            self.knowmem_prompt = self.knowmem_prompt.replace("\\n", "\n")
             if "{question}" not in self.knowmem_prompt:
                 raise ValueError(f"--knowmem_prompt {self.knowmem_prompt!r} has no {{question}} slot")
         if min(self.batch_size, self.max_new_tokens, self.verbmem_max_new_tokens, self.knowmem_max_new_tokens) < 1:
