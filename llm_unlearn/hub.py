@@ -303,7 +303,8 @@ def card_metadata(
             EvalResult(
                 task_type="text-generation",
                 task_name="Machine unlearning",
-                dataset_type=_hub_id(data_source) or "tofu-schema",
+                dataset_type=_hub_id(data_source)
+                or ("muse-style-text" if eval_result.get("benchmark") == "text" else "tofu-schema"),
                 dataset_name=str(data_source),
                 dataset_split=forget_split,
                 metric_type=key,
@@ -412,6 +413,8 @@ def model_card(
             f"- **Training**: {record.get('global_steps')} optimizer steps in {record['train_seconds']:.3g} s, "
             f"mean loss {_fmt(record.get('train_loss'))}"
         )
+    text = record.get("data_format") == "text"  # raw-text forget corpora are hashed as their documents
+    what, shape = ("documents", "[text, ...]") if text else ("(question, answer) pairs", "[[question, answer], ...]")
     lines += [
         "",
         "## Forget set",
@@ -423,10 +426,10 @@ def model_card(
         f"| data | `{data_source}` |",
         f"| forget split | `{record['forget_split']}` |",
         f"| items | {record.get('n_forget')} |",
-        f"| sha256 of its (question, answer) pairs | `{record['forget_sha256']}` |",
+        f"| sha256 of its {what} | `{record['forget_sha256']}` |",
         f"| retain items | {record.get('n_retain')} |",
         "",
-        "The hash is `sha256` of the JSON list `[[question, answer], ...]` in split order "
+        f"The hash is `sha256` of the JSON list `{shape}` in split order "
         "(`llm_unlearn.unlearn.forget_hash`): whoever holds the data can check that it is the same forget set.",
         "",
         "## Hyperparameters",

@@ -154,6 +154,11 @@ def test_unlearning_on_text_raises_the_forget_loss_and_records_the_corpus_hash(t
     assert record["data_format"] == "text" and record["forget_sha256"] == documents_hash(forget)
     # Each document longer than max_length is cut: the forget side is its chunks, one training item each.
     assert record["n_forget_side_items"] == len(batch["input_ids"]) > len(forget)
+    from llm_unlearn.hub import model_card
+
+    card = model_card(out)  # the Hub card names the corpus by its hash, never by its text
+    assert f"| sha256 of its documents | `{documents_hash(forget)}` |" in card
+    assert not any(line in card for doc in forget for line in doc.splitlines())
 
 
 def test_qa_only_methods_are_refused_on_text_before_any_model_is_loaded(text_bench, tmp_path):
