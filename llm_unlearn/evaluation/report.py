@@ -596,8 +596,11 @@ def _method(json_path: Path, compared: Mapping) -> str | None:
                 rec = json.loads(record.read_text())
             except json.JSONDecodeError:
                 return None
-            selection = (rec.get("hyperparameters") or {}).get("selection")
+            hp = rec.get("hyperparameters") or {}
+            selection = hp.get("selection")
             extra = f" + {selection} selection" if selection and selection != "none" else ""
+            if hp.get("forget_regularizer") == "none":  # regularized_ft reduced to plain fine-tuning on retain
+                extra += " (no regularizer)"
             return f"{rec.get('method', '?')}{extra}"
     return None
 
