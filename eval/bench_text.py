@@ -1,6 +1,6 @@
 """The raw-text (MUSE-style) benchmark on the embedded data: target vs retrained reference, then unlearning.
 
-    python eval/bench_text.py [--workdir runs/embedded_text] [--methods npo,grad_diff,...]
+    python eval/bench_text.py [--n_authors 150] [--workdir runs/embedded_text_150] [--methods npo,grad_diff,...]
 
 Derives the text benchmark from the embedded QA benchmark (one biography per author), fine-tunes a target on the
 forget + retain documents and a reference on the retain documents only, unlearns the forget documents with each
@@ -28,11 +28,20 @@ def main() -> int:
     from llm_unlearn.finetune import FinetuneConfig, finetune
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="runs/embedded_text", help="Folder for data, models and results.")
+    parser.add_argument(
+        "--n_authors",
+        type=int,
+        default=150,
+        help="Authors of the synthetic benchmark: 10 %% are forgotten, as many held out (membership inference "
+        "needs enough documents on both sides: with 150, an AUC moves in steps of 1/225).",
+    )
+    parser.add_argument(
+        "--workdir", help="Folder for data, models and results (default runs/embedded_text_<n_authors>)."
+    )
     parser.add_argument("--methods", default=",".join(TEXT_METHODS), help="Comma-separated methods to run.")
     args = parser.parse_args()
-    work = Path(args.workdir)
-    qa = write_benchmark(SynthConfig(), work / "qa")
+    work = Path(args.workdir or f"runs/embedded_text_{args.n_authors}")
+    qa = write_benchmark(SynthConfig(n_authors=args.n_authors), work / "qa")
     data = work / "text"
     if not (data / "benchmark.json").exists():
         write_text_corpus(qa, data)

@@ -256,3 +256,15 @@ def test_progress_bars_do_not_change_batching():
 
     order = list(range(7))
     assert list(_batches(order, 3, desc="scoring")) == list(_batches(order, 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_method_label_comes_from_the_unlearn_record(tmp_path):
+    def label(method: str, **hp) -> str | None:
+        (tmp_path / "unlearn_record.json").write_text(json.dumps({"method": method, "hyperparameters": hp}))
+        return R._method(tmp_path / "eval_forget10.json", {"model": str(tmp_path / "elsewhere")})
+
+    assert label("regularized_ft", forget_regularizer="none", selection="none") == "regularized_ft (no regularizer)"
+    assert label("grad_diff", selection="hessian") == "grad_diff + hessian selection"
+    assert label("npo", selection="none") == "npo"
+    (tmp_path / "unlearn_record.json").unlink()
+    assert R._method(tmp_path / "eval_forget10.json", {"model": ""}) is None  # not an unlearning run: no method
