@@ -90,7 +90,7 @@ def _load_hub_split(repo_id: str, split: str) -> list[dict]:
         ds = datasets.load_dataset(repo_id, name=split, split="train")
     except Exception as e:  # network errors, unknown config names: say what was asked for
         raise DataValidationError(
-            f"could not load config {split!r} of Hub dataset {repo_id!r}: {type(e).__name__}: {e}. "
+            f"could not load config {split!r} of Hub dataset {repo_id!r}: {type(e).__name__}: {str(e).rstrip('.')}. "
             "If you meant a local folder, check that the path exists."
         ) from e
     return ds.to_list()

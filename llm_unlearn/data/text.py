@@ -67,7 +67,7 @@ def _load_rows(source: str | Path, ref: str) -> tuple[list[dict], str]:
     except Exception as e:  # network errors, unknown configs: say what was asked for
         raise DataValidationError(
             f"could not load split {split!r} of config {config!r} of Hub dataset {source!r}: "
-            f"{type(e).__name__}: {e}. If you meant a local folder, check that the path exists."
+            f"{type(e).__name__}: {str(e).rstrip('.')}. If you meant a local folder, check that the path exists."
         ) from e
     return ds.to_list(), f"{source} ({config}/{split})"
 
