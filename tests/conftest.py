@@ -28,3 +28,15 @@ def tiny_model(tiny_tokenizer):
     from llm_unlearn.modeling import build_tiny_llama
 
     return build_tiny_llama(tiny_tokenizer, seed=0, hidden_size=32, num_layers=1).eval()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The models are tiny: intra-op threads only add synchronisation (several times slower on a busy machine).
+    Modules that train use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,6 +24,8 @@ from llm_unlearn.data.loading import load_split
 from llm_unlearn.hub import HubPushError, card_is_ours, load_eval_result, model_card, push_run
 from llm_unlearn.unlearn import RECORD, forget_hash, parse_args, run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FORGET = "forget10"
 TRAIN = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "2e-3", "--logging_steps", "1"]
 
@@ -77,14 +79,6 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

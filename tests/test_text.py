@@ -29,13 +29,7 @@ from llm_unlearn.finetune import FinetuneConfig, finetune
 from llm_unlearn.modeling import load_tokenizer
 from llm_unlearn.unlearn import RECORD, parse_args, run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +78,7 @@ def test_text_loading_errors_name_file_row_and_field(tmp_path):
     (tmp_path / "raw" / "forget.jsonl").write_text('{"text": "a document"}\n{"body": "no text field"}\n')
     with pytest.raises(DataValidationError, match=r"forget\.jsonl: row 1: field 'text'.*missing"):
         load_documents(tmp_path, "raw/forget")
-    with pytest.raises(DataValidationError, match=r"no file for text split 'raw/retain1'.*files in .*forget\.jsonl"):
+    with pytest.raises(DataValidationError, match=r"no file for split 'raw/retain1'.*files in .*forget\.jsonl"):
         load_documents(tmp_path, "raw/retain1")
     (tmp_path / "verbmem.jsonl").write_text('{"prompt": "p", "gt": ""}\n')
     with pytest.raises(DataValidationError, match="row 0: field 'gt' must be a non-empty string"):

@@ -38,6 +38,8 @@ from llm_unlearn.unlearn import (
     run,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FORGET, RETAIN = "forget10", "retain90"
 # A base that has memorised its training QA (answer-token NLL ~0.6 on forget vs ~3 on held-out QA) so that forgetting
 # is measurable. With 3 epochs the base stays near its initialisation on the forget answers (NLL ~3.6, like unseen
@@ -198,15 +200,6 @@ def step_logs(record: dict) -> list[dict]:
 
 
 # --- fixtures --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models are tiny: intra-op threads only add synchronisation (several times slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,17 @@ def is_local(source: str | Path) -> bool:
     return Path(source).exists()
 
 
-def local_split_file(folder: str | Path, split: str) -> Path:
-    """The file that holds ``split`` in a local folder; a clear error listing what is there otherwise."""
+def local_split_file(folder: str | Path, split: str, suffixes: tuple[str, ...] = LOCAL_SUFFIXES) -> Path:
+    """The file that holds ``split`` (a name, or a ``config/split`` path) in a local folder; a clear error listing
+    what is there otherwise."""
     folder = Path(folder)
-    found = [folder / f"{split}{suffix}" for suffix in LOCAL_SUFFIXES if (folder / f"{split}{suffix}").exists()]
+    found = [folder / f"{split}{suffix}" for suffix in suffixes if (folder / f"{split}{suffix}").exists()]
     if not found:
-        have = sorted(p.name for p in folder.iterdir() if p.suffix in LOCAL_SUFFIXES) if folder.is_dir() else []
+        parent = (folder / split).parent
+        have = sorted(p.name for p in parent.iterdir() if p.suffix in suffixes) if parent.is_dir() else []
         raise DataValidationError(
-            f"{folder}: no file for split {split!r} (looked for {', '.join(split + s for s in LOCAL_SUFFIXES)}); "
-            f"files present: {', '.join(have) or 'none'}"
+            f"{folder}: no file for split {split!r} (looked for {', '.join(split + s for s in suffixes)}); "
+            f"files in {parent}: {', '.join(have) or 'none'}"
         )
     if len(found) > 1:
         raise DataValidationError(f"{folder}: split {split!r} is ambiguous, found {', '.join(p.name for p in found)}")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .loading import LOCAL_SUFFIXES, _read_json_file, _read_parquet, is_local
+from .loading import LOCAL_SUFFIXES, _read_json_file, _read_parquet, is_local, local_split_file
 from .schema import DataValidationError
 
 TEXT_SUFFIXES = (*LOCAL_SUFFIXES, ".txt")
@@ -37,24 +37,9 @@ class TextSplits:
     knowmem_retain: str = "knowmem/retain_qa"
 
 
-def _local_file(folder: Path, ref: str) -> Path:
-    base = folder / ref
-    found = [base.with_name(base.name + s) for s in TEXT_SUFFIXES if base.with_name(base.name + s).exists()]
-    if not found:
-        parent = base.parent
-        have = sorted(p.name for p in parent.iterdir() if p.suffix in TEXT_SUFFIXES) if parent.is_dir() else []
-        raise DataValidationError(
-            f"{folder}: no file for text split {ref!r} (looked for {', '.join(ref + s for s in TEXT_SUFFIXES)}); "
-            f"files in {parent}: {', '.join(have) or 'none'}"
-        )
-    if len(found) > 1:
-        raise DataValidationError(f"{folder}: text split {ref!r} is ambiguous: {', '.join(str(p) for p in found)}")
-    return found[0]
-
-
 def _load_rows(source: str | Path, ref: str) -> tuple[list[dict], str]:
     if is_local(source):
-        path = _local_file(Path(source), ref)
+        path = local_split_file(source, ref, TEXT_SUFFIXES)
         if path.suffix == ".txt":
             return [{"text": path.read_text(encoding="utf-8")}], str(path)
         rows = _read_parquet(path) if path.suffix == ".parquet" else _read_json_file(path)
