@@ -18,10 +18,10 @@ import numpy as np
 
 from ..data.text import chunk_document, load_documents, load_knowmem, load_verbmem
 from . import metrics as M
+from .evaluator import HOLDOUT  # the key of the non-member split, shared with the QA evaluation
 
 logger = logging.getLogger(__name__)
 
-HOLDOUT = "holdout"
 TEXT_ROLES = {
     "verbmem": "VerbMem (forget)",
     "knowmem_forget": "KnowMem forget",
