@@ -6,10 +6,15 @@ import pytest
 
 from llm_unlearn.data.loading import load_split
 from llm_unlearn.data.schema import (
+    FORGET_PERCENTS,
     BenchmarkSplits,
     DataValidationError,
     check_disjoint,
+    check_unique,
+    normalize_text,
     tofu_split_names,
+    validate_rows,
+    validate_training_splits,
 )
 from llm_unlearn.data.synth import SynthConfig, generate, write_benchmark
 
@@ -121,6 +126,151 @@ def test_wrong_types_and_empty_split(tmp_path):
     (tmp_path / "retain90.jsonl").write_text('{"question": "q", "answer": "a"}\n{not json}\n')
     with pytest.raises(DataValidationError, match="line 2"):
         load_split(tmp_path, "retain90")
+
+
+@pytest.mark.parametrize(
+    "value, got",
+    [
+        ({"b": 1, "c": 2}, "dict"),
+        (5, "int"),
+        ([], "an empty list"),
+        (["b", 3], "a list holding int at position 1"),
+        (["b", " "], "a list holding an empty string at position 1"),
+        ("", "an empty string"),
+    ],
+)
+def test_perturbed_answer_is_checked_wherever_present(tmp_path, value, got):
+    # forget10 does not require perturbed_answer, but one that is there must be usable
+    rows = [{"question": "q0?", "answer": "a0", "perturbed_answer": ["b", "c"]}]
+    rows.append({"question": "q1?", "answer": "a1", "perturbed_answer": value})
+    path = _write(tmp_path, "forget10", rows)
+    with pytest.raises(DataValidationError) as e:
+        load_split(tmp_path, "forget10")
+    assert str(e.value) == (
+        f"{path}: row 1 of split 'forget10': field 'perturbed_answer' must be a non-empty list of strings, got {got}"
+    )
+
+
+def test_absent_or_single_string_perturbed_answer_is_accepted(tmp_path):
+    rows = [
+        {"question": "q0?", "answer": "a0"},
+        {"question": "q1?", "answer": "a1", "perturbed_answer": None, "paraphrased_answer": None},
+        {"question": "q2?", "answer": "a2", "perturbed_answer": "b"},  # one wrong answer, as a string
+        {"question": "q3?", "answer": "a3", "perturbed_answer": ("b", "c")},
+    ]
+    validate_rows(rows, "forget10", "src")
+    validate_rows([dict(r, paraphrased_answer="p") for r in rows[2:]], "retain_perturbed", "src")
+
+
+@pytest.mark.parametrize("split", ["forget10", "forget10_perturbed"])
+@pytest.mark.parametrize("value, end", [(3, "must be a string, got int"), (" ", "is empty")])
+def test_paraphrased_answer_must_be_a_non_empty_string(tmp_path, split, value, end):
+    row = {"question": "q?", "answer": "a", "paraphrased_answer": value, "perturbed_answer": ["b"]}
+    path = _write(tmp_path, split, [row])
+    with pytest.raises(DataValidationError) as e:
+        load_split(tmp_path, split)
+    assert str(e.value) == f"{path}: row 0 of split {split!r}: field 'paraphrased_answer' {end}"
+
+
+def test_int_answer_in_full_names_file_field_and_row(tmp_path):
+    path = _write(tmp_path, "full", [{"question": "q0?", "answer": "a"}, {"question": "q1?", "answer": 7}])
+    with pytest.raises(DataValidationError) as e:
+        load_split(tmp_path, "full")
+    assert str(e.value) == f"{path}: row 1 of split 'full': field 'answer' must be a string, got int"
+
+
+def test_normalize_text():
+    assert normalize_text("  What  is\tX? ") == "what is x"
+    assert normalize_text('He said "Yes."') == 'he said "yes'
+    assert normalize_text("In Torport, Belia .") == "in torport, belia"
+    assert normalize_text("A, b; c: d!?") == "a, b; c: d"
+    assert normalize_text("“quoted”") == "“quoted"
+    assert normalize_text("?") == ""
+
+
+def test_exact_duplicate_rows_are_reported():
+    rows = [{"question": "a?", "answer": "x"}, {"question": "b?", "answer": "y"}, {"question": "a?", "answer": "x"}]
+    with pytest.raises(DataValidationError) as e:
+        check_unique(rows, "forget10", "data/forget10.json")
+    assert str(e.value) == (
+        "data/forget10.json: rows 0 and 2 of split 'forget10' are the same item after normalization "
+        "(question 'a?' / 'a?', answer 'x' / 'x'): remove the duplicates"
+    )
+    check_unique(rows[:2], "forget10", "data/forget10.json")
+    # same question, other answer: two items
+    check_unique([{"question": "a?", "answer": "x"}, {"question": "a?", "answer": "z"}], "full", "src")
+
+
+def test_near_duplicate_rows_are_reported_and_counted():
+    rows = [
+        {"question": "Where was Kalo Mir born?", "answer": "In Torport."},
+        {"question": "Who is Kalo Mir?", "answer": "A writer."},
+        {"question": "where was kalo  mir born?", "answer": "in torport"},  # case, double space, final period
+        {"question": "Who is Kalo Mir", "answer": "A  writer"},
+    ]
+    with pytest.raises(DataValidationError) as e:
+        check_unique(rows, "retain90", "src")
+    assert str(e.value) == (
+        "src: rows 0 and 2 of split 'retain90' are the same item after normalization "
+        "(question 'Where was Kalo Mir born?' / 'where was kalo  mir born?', answer 'In Torport.' / 'in torport') "
+        "(1 more duplicate rows): remove the duplicates"
+    )
+
+
+def test_near_duplicate_across_forget_and_retain_is_reported():
+    forget = [{"question": "What is X?", "answer": "A thing."}, {"question": "b?", "answer": "y"}]
+    retain = [{"question": "c?", "answer": "z"}, {"question": "what is  x", "answer": "a thing"}]
+    with pytest.raises(DataValidationError) as e:
+        check_disjoint(forget, retain, "forget10", "retain90")
+    assert str(e.value) == (
+        "row 0 of 'forget10' is also row 1 of 'retain90' after normalization "
+        "(question 'What is X?' / 'what is  x', answer 'A thing.' / 'a thing'): forget and retain must not share items"
+    )
+
+
+def test_validate_training_splits_runs_every_check_and_names_the_source():
+    forget = [{"question": "a?", "answer": "x"}, {"question": "b?", "answer": "y"}]
+    retain = [{"question": "c?", "answer": "z"}, {"question": "d?", "answer": "w"}]
+    validate_training_splits(forget, retain, "forget10", "retain90", "data")
+    with pytest.raises(DataValidationError, match=r"^data: rows 0 and 2 of split 'retain90' are the same item"):
+        validate_training_splits(forget, [*retain, {"question": "C?", "answer": "z."}], "forget10", "retain90", "data")
+    with pytest.raises(DataValidationError, match=r"^data: row 1 of 'forget10' is also row 0 of 'retain90'"):
+        validate_training_splits(forget, [{"question": "B ?", "answer": "Y"}], "forget10", "retain90", "data")
+    bad = [*forget, {"question": "e?", "answer": "v", "perturbed_answer": {"k": "v"}}]
+    with pytest.raises(DataValidationError) as e:
+        validate_training_splits(bad, retain, "forget10", "retain90", "data")
+    assert str(e.value) == (
+        "data: row 2 of split 'forget10': field 'perturbed_answer' must be a non-empty list of strings, got dict"
+    )
+
+
+def test_embedded_benchmark_has_no_duplicates_within_or_across_splits(small_bench):
+    rows = {name: load_split(small_bench, name) for name in tofu_split_names()}
+    for name, split in rows.items():
+        check_unique(split, name, str(small_bench))
+    for pct in FORGET_PERCENTS:
+        s = BenchmarkSplits.from_forget(f"forget{pct}")
+        validate_training_splits(rows[s.forget], rows[s.retain], s.forget, s.retain, str(small_bench))
+        check_disjoint(rows[s.holdout], rows["full"], s.holdout, "full")
+
+
+def test_wrong_answers_of_a_forget_row_must_be_strings():
+    from llm_unlearn.data.unlearn_data import _perturbed
+
+    assert _perturbed({"perturbed_answer": "b"}, 0, "forget10") == ["b"]
+    assert _perturbed({"perturbed_answer": ("b", "c")}, 0, "forget10") == ["b", "c"]
+    with pytest.raises(DataValidationError) as e:
+        _perturbed({"perturbed_answer": {"b": 1}}, 3, "forget10")
+    assert str(e.value) == (
+        "row 3 of split 'forget10': field 'perturbed_answer' must be a non-empty list of strings, got dict"
+    )
+    with pytest.raises(
+        DataValidationError, match=r"row 4 of split 'forget10': .*got a list holding int at position 0"
+    ):
+        _perturbed({"perturbed_answer": [5]}, 4, "forget10")
+    for missing in ({}, {"perturbed_answer": []}, {"perturbed_answer": None}):
+        with pytest.raises(DataValidationError, match="row 1 of split 'forget10' has no 'perturbed_answer'"):
+            _perturbed(missing, 1, "forget10")
 
 
 def test_missing_split_lists_what_is_there(tmp_path):

@@ -5,11 +5,16 @@ With a chat template the prompt is the user turn plus the generation prompt and 
 rendered conversation; without one the prompt is ``Question: {q}\\nAnswer:`` and the completion ``" {a}"`` followed
 by EOS. Padding is masked by sequence length (the attention mask), never by token id, so a real EOS that equals the
 pad token stays supervised.
+
+Truncation to ``max_length`` tokens is explicit and reported, never silent: the prompt's start is cut first (the
+answer stays whole); only if even a one-token prompt cannot hold the whole completion is the completion cut at its
+end, and then it keeps no EOS (see :meth:`QAFormatter.encode`). :func:`truncation_report` counts both cases for a
+split, with the same length computation as the encoder, and :meth:`TruncationReport.warning` words it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +26,8 @@ class QAFormatter:
     """Turns (question, answer) pairs into token ids and labels for one tokenizer."""
 
     def __init__(self, tokenizer, max_length: int = 256):
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (one prompt and one answer token), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.use_chat = bool(getattr(tokenizer, "chat_template", None))
@@ -54,18 +61,128 @@ class QAFormatter:
             ids = ids + [eos]
         return ids
 
+    def lengths(self, question: str, answer: str) -> QALengths:
+        """Token counts of one QA pair before truncation, and how :meth:`encode` will truncate it."""
+        return QALengths(len(self.prompt_ids(question)), len(self.completion_ids(question, answer)), self.max_length)
+
     def encode(self, question: str, answer: str) -> dict[str, list[int]]:
-        """Token ids and labels of one QA pair; truncation cuts the prompt's start, never the answer."""
+        """Token ids and labels of one QA pair, at most ``max_length`` tokens.
+
+        Truncation (computed by :class:`QALengths`, shared with :func:`truncation_report`): the prompt's start is
+        cut first, so the answer stays whole. If even a one-token prompt (its last token) cannot hold the whole
+        completion, the completion is cut at its end to ``max_length - 1`` tokens and keeps no EOS: putting an EOS
+        after a cut answer would teach (or, in evaluation, score) the model to stop mid-answer, and an answer
+        prefix without EOS is at least a true prefix. Such items are counted as "answer cut" by
+        :func:`truncation_report`, whose warning the commands print.
+        """
+        return self.encode_with_lengths(question, answer)[0]
+
+    def encode_with_lengths(self, question: str, answer: str) -> tuple[dict[str, list[int]], QALengths]:
+        """:meth:`encode` and the pair's :class:`QALengths` from the same tokenization (for reports while encoding)."""
         prompt = self.prompt_ids(question)
         completion = self.completion_ids(question, answer)
-        overflow = len(prompt) + len(completion) - self.max_length
-        if overflow > 0:
-            if overflow >= len(prompt):
-                completion = completion[: self.max_length - 1]
-                prompt = prompt[-1:]
+        n = QALengths(len(prompt), len(completion), self.max_length)
+        prompt = prompt[n.prompt_cut :]
+        completion = completion[: len(completion) - n.answer_cut]
+        return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}, n
+
+
+@dataclass(frozen=True)
+class QALengths:
+    """Token counts of one QA pair (prompt, completion with its EOS) and how they fit ``max_length``."""
+
+    prompt: int
+    completion: int
+    max_length: int
+
+    @property
+    def overflow(self) -> int:
+        """Tokens over ``max_length`` (0 when the pair fits)."""
+        return max(0, self.prompt + self.completion - self.max_length)
+
+    @property
+    def prompt_cut(self) -> int:
+        """Tokens cut from the prompt's start: the overflow, but at least one prompt token stays."""
+        return min(self.overflow, max(0, self.prompt - 1))
+
+    @property
+    def answer_cut(self) -> int:
+        """Tokens cut from the completion's end (its EOS first): what a one-token prompt still cannot hold."""
+        return self.overflow - self.prompt_cut
+
+
+MAX_REPORTED_ROWS = 5
+
+
+@dataclass(frozen=True)
+class TruncationReport:
+    """How many items of a split exceed ``max_length``: ``prompt_cut`` items lose only the start of their
+    prompt, ``answer_cut`` items also lose the end of their answer (and its EOS). ``rows`` holds the first few
+    indices of the items cut (either way), ``n_items`` the split's size."""
+
+    split: str
+    n_items: int
+    max_length: int
+    prompt_cut: int = 0
+    answer_cut: int = 0
+    rows: tuple[int, ...] = ()
+
+    @property
+    def n_cut(self) -> int:
+        return self.prompt_cut + self.answer_cut
+
+    @classmethod
+    def from_lengths(cls, split: str, max_length: int, lengths: Sequence[Sequence[QALengths]]) -> TruncationReport:
+        """A report from the lengths of each row's pair(s); a row with several answers counts once, as its worst
+        pair (answer cut before prompt cut)."""
+        prompt_cut = answer_cut = 0
+        rows = []
+        for i, pairs in enumerate(lengths):
+            if any(n.answer_cut for n in pairs):
+                answer_cut += 1
+            elif any(n.prompt_cut for n in pairs):
+                prompt_cut += 1
             else:
-                prompt = prompt[overflow:]
-        return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
+                continue
+            if len(rows) < MAX_REPORTED_ROWS:
+                rows.append(i)
+        return cls(split, len(lengths), max_length, prompt_cut, answer_cut, tuple(rows))
+
+    def warning(self) -> str | None:
+        """One line for the log, or ``None`` when every item fits, e.g. ``forget10: 3 of 40 items exceed
+        max_length=128 tokens: 2 prompts cut from the left, 1 answer cut (rows 4, 17, 31); raise --max_length to
+        keep them whole``."""
+        if not self.n_cut:
+            return None
+        plural = lambda k, word: f"{k} {word}" + ("s" if k != 1 else "")  # noqa: E731
+        parts = []
+        if self.prompt_cut:
+            parts.append(f"{plural(self.prompt_cut, 'prompt')} cut from the left")
+        if self.answer_cut:
+            parts.append(f"{plural(self.answer_cut, 'answer')} cut")
+        rows = ", ".join(map(str, self.rows)) + (", ..." if self.n_cut > len(self.rows) else "")
+        verb = "exceeds" if self.n_cut == 1 else "exceed"
+        return (
+            f"{self.split}: {self.n_cut} of {plural(self.n_items, 'item')} {verb} max_length={self.max_length} "
+            f"tokens: {', '.join(parts)} ({'row' if self.n_cut == 1 else 'rows'} {rows}); "
+            "raise --max_length to keep them whole"
+        )
+
+
+def _answers(row: Mapping, answer_field: str) -> list[str]:
+    value = row[answer_field]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def truncation_report(
+    formatter: QAFormatter, rows: Sequence[Mapping], split: str, answer_field: str = "answer"
+) -> TruncationReport:
+    """Count the items of ``rows`` that :meth:`QAFormatter.encode` would truncate (tokenizer only, no model).
+
+    ``answer_field`` may name a list field such as ``perturbed_answer``: a row then counts once, as its worst pair.
+    """
+    lengths = [[formatter.lengths(r["question"], a) for a in _answers(r, answer_field)] for r in rows]
+    return TruncationReport.from_lengths(split, formatter.max_length, lengths)
 
 
 @dataclass
@@ -103,8 +220,13 @@ class QACollator:
 class QADataset(torch.utils.data.Dataset):
     """Encoded QA items for the Trainer (encoding happens once, up front)."""
 
-    def __init__(self, rows: Sequence[dict], formatter: QAFormatter, answer_field: str = "answer"):
-        self.items = [formatter.encode(r["question"], r[answer_field]) for r in rows]
+    def __init__(
+        self, rows: Sequence[dict], formatter: QAFormatter, answer_field: str = "answer", split: str = "data"
+    ):
+        encoded = [formatter.encode_with_lengths(r["question"], r[answer_field]) for r in rows]
+        self.items = [item for item, _ in encoded]
+        # the truncation counts of this same encoding pass (no second tokenization): print its ``warning()``
+        self.truncation = TruncationReport.from_lengths(split, formatter.max_length, [[n] for _, n in encoded])
 
     def __len__(self) -> int:
         return len(self.items)

@@ -61,8 +61,34 @@ def required_fields(split: str) -> tuple[str, ...]:
     return QA_FIELDS
 
 
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def perturbed_answer_problem(value) -> str | None:
+    """Why ``value`` is not a valid ``perturbed_answer`` (``None`` when it is). A single string is accepted as a
+    one-element list, as before; anything else must be a non-empty list (or tuple) of non-empty strings."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else None
+    if not isinstance(value, (list, tuple)):
+        return _type_name(value)
+    if not value:
+        return f"an empty {_type_name(value)}"
+    for k, v in enumerate(value):
+        if not isinstance(v, str):
+            return f"a {_type_name(value)} holding {_type_name(v)} at position {k}"
+        if not v.strip():
+            return f"a {_type_name(value)} holding an empty string at position {k}"
+    return None
+
+
 def validate_rows(rows: Sequence[Mapping], split: str, source: str) -> None:
     """Check that every row has the split's fields with the right types.
+
+    Required fields (see :func:`required_fields`) must be present and not ``None``. The answer variants are
+    checked wherever they are present (not ``None``), in any split, required or not: ``perturbed_answer`` must be
+    a non-empty list of non-empty strings (a single string is accepted as a one-element list) and
+    ``paraphrased_answer`` a non-empty string. ``question`` and ``answer`` must be non-empty strings.
 
     Args:
         rows: the split's items.
@@ -71,39 +97,107 @@ def validate_rows(rows: Sequence[Mapping], split: str, source: str) -> None:
     """
     if len(rows) == 0:
         raise DataValidationError(f"{source}: split {split!r} is empty")
+    required = required_fields(split)
     for i, row in enumerate(rows):
-        for name in required_fields(split):
+        where = f"{source}: row {i} of split {split!r}"
+        for name in required:
             if name not in row or row[name] is None:
                 raise DataValidationError(f"{source}: row {i} of split {split!r} has no field {name!r}")
-            value = row[name]
-            if name == "perturbed_answer":
-                if isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-                    raise DataValidationError(
-                        f"{source}: row {i} of split {split!r}: field 'perturbed_answer' must be a non-empty "
-                        f"list of strings, got {type(row[name]).__name__}"
-                    )
-            elif not isinstance(value, str):
+        for name in ("question", "answer", "paraphrased_answer"):
+            value = row.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise DataValidationError(f"{where}: field {name!r} must be a string, got {_type_name(value)}")
+            if not value.strip():
+                raise DataValidationError(f"{where}: field {name!r} is empty")
+        value = row.get("perturbed_answer")
+        if value is not None:
+            problem = perturbed_answer_problem(value)
+            if problem is not None:
                 raise DataValidationError(
-                    f"{source}: row {i} of split {split!r}: field {name!r} must be a string, "
-                    f"got {type(value).__name__}"
+                    f"{where}: field 'perturbed_answer' must be a non-empty list of strings, got {problem}"
                 )
-            elif name in ("question", "answer") and not value.strip():
-                raise DataValidationError(f"{source}: row {i} of split {split!r}: field {name!r} is empty")
+
+
+_CLOSING = ".!?;:,\"'\u201d\u2019\u00bb"  # final punctuation and closing quotes
+
+
+def normalize_text(text: str) -> str:
+    """The form in which two texts count as the same: lower case, whitespace runs collapsed to one space and
+    stripped, final punctuation (``.!?;:,``) and closing quotes stripped (repeatedly: ``'Yes."'`` → ``yes``)."""
+    return " ".join(text.lower().split()).rstrip(_CLOSING + " ")
 
 
 def _key(row: Mapping) -> tuple[str, str]:
-    return (row["question"].strip(), row["answer"].strip())
+    return (normalize_text(row["question"]), normalize_text(row["answer"]))
+
+
+def _more(n: int, what: str) -> str:
+    return f" ({n} more {what})" if n else ""
+
+
+def check_unique(rows: Sequence[Mapping], split: str, source: str) -> None:
+    """Fail if two rows of one split are the same item: same question and answer after :func:`normalize_text`.
+
+    The error names the first pair of rows and counts the other duplicates."""
+    first: dict[tuple[str, str], int] = {}
+    dupes = []
+    for i, row in enumerate(rows):
+        j = first.setdefault(_key(row), i)
+        if j != i:
+            dupes.append((j, i))
+    if dupes:
+        j, i = dupes[0]
+        a, b = rows[j], rows[i]
+        raise DataValidationError(
+            f"{source}: rows {j} and {i} of split {split!r} are the same item after normalization "
+            f"(question {a['question']!r} / {b['question']!r}, answer {a['answer']!r} / {b['answer']!r})"
+            f"{_more(len(dupes) - 1, 'duplicate rows')}: remove the duplicates"
+        )
+
+
+def _check_disjoint(
+    forget: Sequence[Mapping], retain: Sequence[Mapping], forget_name: str, retain_name: str, source: str | None
+) -> None:
+    retain_keys: dict[tuple[str, str], int] = {}
+    for j, r in enumerate(retain):
+        retain_keys.setdefault(_key(r), j)
+    shared = [(i, retain_keys[k]) for i, row in enumerate(forget) if (k := _key(row)) in retain_keys]
+    if shared:
+        i, j = shared[0]
+        f, r = forget[i], retain[j]
+        prefix = f"{source}: " if source else ""
+        raise DataValidationError(
+            f"{prefix}row {i} of {forget_name!r} is also row {j} of {retain_name!r} after normalization "
+            f"(question {f['question']!r} / {r['question']!r}, answer {f['answer']!r} / {r['answer']!r})"
+            f"{_more(len(shared) - 1, 'shared items')}: forget and retain must not share items"
+        )
 
 
 def check_disjoint(forget: Sequence[Mapping], retain: Sequence[Mapping], forget_name: str, retain_name: str) -> None:
-    """Fail if an item (same question and answer) is in both the forget and the retain split."""
-    retain_keys = {_key(r): i for i, r in enumerate(retain)}
-    for i, row in enumerate(forget):
-        j = retain_keys.get(_key(row))
-        if j is not None:
-            raise DataValidationError(
-                f"row {i} of {forget_name!r} is also row {j} of {retain_name!r} "
-                f"(question {row['question']!r}): forget and retain must not share items"
-            )
+    """Fail if an item (same question and answer after :func:`normalize_text`) is in both the forget and the
+    retain split; the error names both rows, both splits and counts the other shared items."""
+    _check_disjoint(forget, retain, forget_name, retain_name, None)
+
+
+def validate_training_splits(
+    forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping], forget_name: str, retain_name: str, source: str
+) -> None:
+    """Every check on the forget and retain splits of a run, cheap enough to run before any model is loaded:
+    fields and types (:func:`validate_rows`), no duplicate items within either split (:func:`check_unique`) and
+    none shared between them (:func:`check_disjoint`), all on normalized text.
+
+    Args:
+        forget_rows, retain_rows: the splits' items.
+        forget_name, retain_name: their split names (e.g. ``forget10``, ``retain90``).
+        source: the folder, file or dataset id they came from, quoted in errors.
+
+    Raises:
+        DataValidationError: naming the source, split, row(s) and field.
+    """
+    validate_rows(forget_rows, forget_name, source)
+    validate_rows(retain_rows, retain_name, source)
+    check_unique(forget_rows, forget_name, source)
+    check_unique(retain_rows, retain_name, source)
+    _check_disjoint(forget_rows, retain_rows, forget_name, retain_name, source)

@@ -9,7 +9,7 @@ from importlib import resources
 
 from .formatting import QAFormatter
 from .pairing import PairedDataset
-from .schema import DataValidationError
+from .schema import DataValidationError, perturbed_answer_problem
 
 N_RANDOM_OTHER = 8
 
@@ -22,11 +22,18 @@ def refusal_answers() -> tuple[str, ...]:
 
 
 def _perturbed(row: dict, i: int, split: str) -> list[str]:
+    """The wrong answers of a forget row as a list (a single string is one answer). Anything but a non-empty list of
+    non-empty strings raises, naming the row: a dict, for one, would otherwise train toward its keys."""
     p = row.get("perturbed_answer")
-    if not p:
+    if p is None or (isinstance(p, (str, list, tuple)) and not p):
         raise DataValidationError(
             f"row {i} of split {split!r} has no 'perturbed_answer': the wrong-answer regularizer needs it "
             "(or use --wrong_answer_source random_other)"
+        )
+    problem = perturbed_answer_problem(p)
+    if problem is not None:
+        raise DataValidationError(
+            f"row {i} of split {split!r}: field 'perturbed_answer' must be a non-empty list of strings, got {problem}"
         )
     return [p] if isinstance(p, str) else list(p)
 
