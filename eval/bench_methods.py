@@ -96,9 +96,9 @@ def main() -> None:
     parser.add_argument("--methods", help="Comma-separated subset of: " + ", ".join(RUNS))
     args = parser.parse_args()
 
-    from llm_unlearn.cli import run_eval
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.pipeline import run_embedded_pipeline
+    from llm_unlearn.stages import evaluate as run_eval
 
     work = Path(args.workdir)
     base = run_embedded_pipeline(work)["compared"]

@@ -23,11 +23,11 @@ def main() -> None:
     parser.add_argument("--forget_split", default="forget10")
     args = parser.parse_args()
 
-    from llm_unlearn.cli import run_eval
     from llm_unlearn.data.schema import BenchmarkSplits
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.finetune import FinetuneConfig, finetune
     from llm_unlearn.pipeline import run_embedded_pipeline
+    from llm_unlearn.stages import evaluate as run_eval
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
     start = time.perf_counter()

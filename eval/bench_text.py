@@ -22,10 +22,10 @@ FINETUNE = dict(num_train_epochs=60, max_length=256)
 
 
 def main() -> int:
-    from llm_unlearn.cli import run_eval
     from llm_unlearn.data.synth import SynthConfig, write_benchmark, write_text_corpus
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.finetune import FinetuneConfig, finetune
+    from llm_unlearn.stages import evaluate as run_eval
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(

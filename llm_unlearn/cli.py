@@ -52,10 +52,11 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra):
 
 
 def cmd_data_synth(args) -> int:
-    from .data.synth import SynthConfig, write_benchmark
+    from .data.synth import SynthConfig
+    from .stages import synth
 
     cfg = dataclass_from_args(SynthConfig, args)
-    out = write_benchmark(cfg, args.out, overwrite=args.overwrite)
+    out = synth(cfg, args.out, overwrite=args.overwrite)
     meta = json.loads((out / "benchmark.json").read_text())
     sizes = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
     print(f"wrote synthetic benchmark to {out}: {sizes}")
@@ -76,15 +77,15 @@ def cmd_data_text(args) -> int:
 
 def cmd_data_check(args) -> int:
     from .data.loading import load_split
-    from .data.schema import BenchmarkSplits, check_disjoint
+    from .data.schema import BenchmarkSplits, validate_training_splits
 
     s = BenchmarkSplits.from_forget(args.forget_split)
     names = [s.forget, s.retain, s.forget_eval, s.retain_eval, *s.utility]
     rows = {n: load_split(args.data, n) for n in names}
-    check_disjoint(rows[s.forget], rows[s.retain], s.forget, s.retain)
+    validate_training_splits(rows[s.forget], rows[s.retain], s.forget, s.retain, str(args.data))
     for n in names:
         print(f"{n}: {len(rows[n])} items ok")
-    print(f"{s.forget} and {s.retain} share no items")
+    print(f"{s.forget} and {s.retain} have no duplicate items and share no items (nor near-duplicates)")
     return 0
 
 
@@ -92,7 +93,8 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .finetune import FinetuneConfig, finetune
+    from .finetune import FinetuneConfig
+    from .stages import finetune
 
     out = finetune(dataclass_from_args(FinetuneConfig, args))
     print(f"model saved in {out}")
@@ -102,79 +104,23 @@ def cmd_finetune(args) -> int:
 # --- eval ---------------------------------------------------------------------------------------------------------
 
 
-def _reference_result(reference: str, data: str, cfg, eval_data, use_cache: bool) -> dict:
-    from .evaluation.evaluator import evaluate_model, load_result
-
-    path = Path(reference)
-    if path.is_file():
-        return load_result(path)
-    if path.is_dir():
-        return evaluate_model(path, data, cfg, use_cache=use_cache, data=eval_data)
-    raise FileNotFoundError(f"--reference {reference}: neither a model folder nor an evaluation JSON file")
-
-
-def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
-    """The JSON result, and beside it a Markdown report (table with bootstrap 95 % CIs, a plain reading) and the
-    forget truth-ratio ECDF plot; refuses to replace a JSON file it did not write."""
-    from .evaluation.evaluator import RESULT_KIND
-    from .evaluation.report import write_eval_report
-
-    if output.exists() and not overwrite:
-        try:
-            ours = json.loads(output.read_text()).get("kind") == RESULT_KIND
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            ours = False
-        if not ours:
-            raise FileExistsError(
-                f"{output} exists and is not an llm-unlearn evaluation; pass --overwrite or --output"
-            )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(compared, indent=1) + "\n")
-    return [output, *write_eval_report(compared, output)]
-
-
-def run_eval(
-    model: str,
-    reference: str,
-    data: str,
-    cfg,
-    output: str | None = None,
-    use_cache: bool = True,
-    overwrite: bool = False,
-) -> dict:
-    """Evaluate ``model`` and compare it to ``reference``; write the JSON and Markdown reports."""
-    from .evaluation.evaluator import compare, evaluate_model, load_eval_data
-
-    if reference is None:
-        raise ValueError(
-            "--reference is required: forget quality is measured against a retrained reference "
-            "(a model folder, or the JSON of its evaluation)"
-        )
-    eval_data = load_eval_data(data, cfg)  # validated before any model is loaded
-    ref = _reference_result(reference, data, cfg, eval_data, use_cache)
-    result = evaluate_model(model, data, cfg, use_cache=use_cache, data=eval_data)
-    compared = compare(result, ref)
-    out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split.replace('/', '_')}.json"
-    compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
-    return compared
-
-
 def cmd_eval(args) -> int:
     from .evaluation.evaluator import EvalConfig, markdown_table
+    from .stages import evaluate
 
     cfg = dataclass_from_args(EvalConfig, args)
-    compared = run_eval(args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite)
+    compared = evaluate(args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite)
     print(markdown_table(compared))
     print("written: " + ", ".join(compared["report_files"]))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .evaluation.report import write_runs_report
+    from .stages import report
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
-    out = write_runs_report(args.runs, args.out, overwrite=args.overwrite, n_resamples=args.bootstrap, seed=args.seed)
+    out = report(args.runs, args.out, overwrite=args.overwrite, n_resamples=args.bootstrap, seed=args.seed)
     print(out["table"])
     print("written: " + ", ".join(out["files"]))
     return 0
@@ -184,9 +130,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .hub import push_run
+    from .stages import push
 
-    url = push_run(
+    url = push(
         args.run_dir,
         args.repo_id,
         token=args.token,

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data.formatting import QACollator, QADataset, QAFormatter
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
-from .data.schema import DataValidationError, check_disjoint, tofu_split_names
+from .data.schema import DataValidationError, check_disjoint, check_unique, normalize_text, tofu_split_names
 from .data.text import encode_chunks
 from .modeling import EMBEDDED_MODEL
+from .validation import check_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,17 @@ class FinetuneConfig:
             raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
         if self.split is None:
             self.split = "full" if self.data_format == "qa" else "raw/forget,raw/retain1"
-        if self.num_train_epochs <= 0 or self.learning_rate <= 0:
-            raise ValueError("num_train_epochs and learning_rate must be positive")
+        from .validation import check_finite_fields, check_positive
+
+        check_finite_fields(self)
+        check_positive(
+            self,
+            ("num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"),
+            minimum={"weight_decay": 0.0, "warmup_ratio": 0.0, "max_length": 8},
+        )
+        check_positive(self, ("hidden_size", "num_layers", "vocab_size", "lora_r", "lora_alpha"))
+        if self.warmup_ratio >= 1:
+            raise ValueError(f"--warmup_ratio is a fraction of the steps in [0, 1), got {self.warmup_ratio}")
         if self.lora and self.model == EMBEDDED_MODEL:
             raise ValueError("LoRA needs a pretrained base: pass --model HUB_ID_OR_PATH, or drop --lora")
 
@@ -106,41 +115,101 @@ class FinetuneConfig:
         return [s.strip() for s in self.split.split(",") if s.strip()]
 
 
-def _check_output(cfg: FinetuneConfig) -> bool:
-    """True when ``output_dir`` already holds this finished run; raise if it holds something else."""
+def run_fingerprint(cfg: FinetuneConfig) -> str:
+    """What decides the trained weights: the recipe, the data files' content and the base model's files (not
+    their paths)."""
+    from .runs import data_fingerprint, fingerprint, model_fingerprint
+
+    ident = cfg.identity()
+    ident["data"] = data_fingerprint(cfg.data)
+    if cfg.model != EMBEDDED_MODEL:
+        ident["model"] = model_fingerprint(cfg.model)
+    return fingerprint(ident)
+
+
+def _read_record(out: Path) -> dict | None:
+    try:
+        record = json.loads((out / RECORD).read_text())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _check_output(cfg: FinetuneConfig, fp: str) -> bool:
+    """True when ``output_dir`` already holds this finished run (same fingerprint); raise if it holds something
+    else and ``--overwrite`` was not given. Nothing is changed on disk here."""
+    from .runs import is_nonempty_dir, recover
+
     out = Path(cfg.output_dir)
-    record = out / RECORD
-    if record.exists():
-        old = json.loads(record.read_text())
-        if old.get("complete") and old.get("config") == cfg.identity():
-            return True
-        if old.get("complete") and not cfg.overwrite:
-            changed = sorted(k for k in cfg.identity() if old.get("config", {}).get(k) != cfg.identity()[k])
-            raise FileExistsError(
-                f"{out} holds a finished run with another config (differs in: {', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another --output_dir"
-            )
-    elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise FileExistsError(f"{out} is not empty and is not a fine-tuning output; choose another --output_dir")
-    return False
+    recover(out)
+    old = _read_record(out)
+    if old and old.get("complete") and old.get("fingerprint") == fp:
+        return True
+    if cfg.overwrite or not is_nonempty_dir(out):
+        return False
+    if old and old.get("complete"):
+        changed = sorted(k for k in cfg.identity() if (old.get("config") or {}).get(k) != cfg.identity()[k])
+        what = f"another config (differs in: {', '.join(changed)})" if changed else "the same config on other data"
+        raise FileExistsError(
+            f"{out} holds a finished run with {what}; pass --overwrite to replace it (once the new run has "
+            "finished) or choose another --output_dir"
+        )
+    raise FileExistsError(f"{out} is not empty and is not a fine-tuning output; choose another --output_dir")
 
 
-def corpus_texts(data: str, splits: list[str]) -> list[str]:
-    """Every question and answer variant of a benchmark: the embedded tokenizer's training text.
+def check_inputs(cfg: FinetuneConfig) -> None:
+    """Paths, before any data is read or model built."""
+    from .runs import check_output_location
+    from .validation import check_model_source
 
-    From a local folder every TOFU split present is read (so target and reference share one tokenizer, as they
-    would share a pretrained one); from the Hub only ``splits``.
+    inputs = {"data": cfg.data}
+    if cfg.model != EMBEDDED_MODEL:
+        check_model_source(cfg.model, "--model")
+        inputs["model"] = cfg.model
+    check_output_location(cfg.output_dir, inputs)
+
+
+# Splits whose items the embedded tokenizer never sees: the forget sets (a pushed tokenizer.json would otherwise hold
+# forget-only names as whole tokens) and the holdout sets (so members and non-members are tokenized alike).
+EXCLUDED_FROM_TOKENIZER = ("forget", "holdout", "full")
+
+
+def corpus_texts(data: str, splits: list[str] | None = None) -> list[str]:
+    """The embedded tokenizer's training text: every question and answer variant of the benchmark except the items
+    of its forget and holdout splits.
+
+    From a local folder every TOFU split present is read, so target and every reference share one tokenizer (as
+    they would share a pretrained one); from the Hub the retain, retain-evaluation and utility splits. An item is
+    left out when its question appears in any forget or holdout split (``splits`` is accepted for compatibility
+    and ignored: the tokenizer must not depend on which split a model trains on).
     """
-    texts = []
-    names = splits
+    names = [s for s in tofu_split_names() if not s.startswith(EXCLUDED_FROM_TOKENIZER)]
+    excluded = [s for s in tofu_split_names() if s.startswith(("forget", "holdout"))]
     if is_local(data):
         present = {p.stem for p in Path(data).iterdir() if p.suffix in LOCAL_SUFFIXES}
-        names = [s for s in tofu_split_names() if s in present]
+        names = [s for s in names if s in present]
+        excluded = [s for s in excluded if s in present]
+    else:
+        names = [
+            s for s in names if s.startswith("retain") or s in ("real_authors_perturbed", "world_facts_perturbed")
+        ]
+        excluded = []
+    hidden = {normalize_text(r.get("question", "")) for n in excluded for r in load_split(data, n, validate=False)}
+    texts = []
     for name in names:
-        for row in load_split(data, name, validate=False):
+        for row in _rows_or_empty(data, name):
+            if normalize_text(row.get("question", "")) in hidden:
+                continue
             texts += [row.get("question", ""), row.get("answer", ""), row.get("paraphrased_answer") or ""]
-            texts += list(row.get("perturbed_answer") or [])
-    return [t for t in texts if t]
+            texts += [p for p in (row.get("perturbed_answer") or []) if isinstance(p, str)]
+    return [t for t in texts if isinstance(t, str) and t]
+
+
+def _rows_or_empty(data: str, name: str) -> list[dict]:
+    try:
+        return load_split(data, name, validate=False)
+    except DataValidationError:
+        return []
 
 
 def text_corpus_texts(data: str, splits: list[str]) -> list[str]:
@@ -149,9 +218,16 @@ def text_corpus_texts(data: str, splits: list[str]) -> list[str]:
     from .data.text import load_documents
 
     if not is_local(data):
-        return [d for s in splits for d in load_documents(data, s)]
+        return [
+            d
+            for s in splits
+            for d in load_documents(data, s)
+            if not s.split("/")[-1].startswith(("forget", "holdout"))
+        ]
     texts = []
     for path in sorted(Path(data).rglob("*.jsonl")):
+        if any(part.startswith(("forget", "holdout")) for part in path.relative_to(data).with_suffix("").parts):
+            continue  # forget and holdout documents and QA pairs never shape the tokenizer
         for line in path.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
             texts += [v for k, v in row.items() if k in ("text", "question", "answer") and isinstance(v, str)]
@@ -234,12 +310,22 @@ def _check_reference_split(cfg: FinetuneConfig, rows: list[dict]) -> None:
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
-    """Train (or reuse) the model of ``cfg`` and return its folder."""
+    """Train (or reuse) the model of ``cfg`` and return its folder.
+
+    Every input is checked first (paths, data, the base model); training writes into a staging folder beside
+    ``output_dir`` that replaces it only when the run has finished (see :mod:`llm_unlearn.runs`), so an interrupted
+    run leaves the previous output as it was. A finished run with the same fingerprint (recipe, data content, base
+    model files) is reused.
+    """
     from transformers import Trainer
 
+    from .runs import StagedOutput, atomic_write_json
+
+    check_inputs(cfg)
     out = Path(cfg.output_dir)
-    if _check_output(cfg):
-        logger.info("reusing finished run in %s", out)
+    fp = run_fingerprint(cfg)
+    if _check_output(cfg, fp):
+        print(f"reusing the finished run in {out} (same recipe, data and base model)")
         return out
     if cfg.data_format == "text":
         from .data.text import load_documents
@@ -247,34 +333,40 @@ def finetune(cfg: FinetuneConfig) -> Path:
         rows = [d for ref in cfg.text_splits for d in load_documents(cfg.data, ref)]  # validated up front
     else:
         rows = load_split(cfg.data, cfg.split)  # validated before any model is built
+        check_unique(rows, cfg.split, str(cfg.data))
         _check_reference_split(cfg, rows)
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RECORD).write_text(json.dumps({"complete": False, "config": cfg.identity()}, indent=2))
-
-    tokenizer, model = build_base(cfg)
-    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(cfg),
-        train_dataset=(
-            QADataset(rows, formatter)
-            if cfg.data_format == "qa"
-            else encode_chunks(tokenizer, rows, cfg.max_length)  # every token of a document is supervised
-        ),
-        data_collator=QACollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-    )
-    result = trainer.train()
-    trainer.model.save_pretrained(out)  # under LoRA: the adapter, which load_causal_lm puts back on its base
-    tokenizer.save_pretrained(out)
-    record = {
-        "complete": True,
-        "config": cfg.identity(),
-        "train_loss": result.training_loss,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "n_train_items": len(rows),
-    }
-    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return out
+    stage = StagedOutput(out, fp, discard=True)  # fine-tuning keeps no checkpoints: a stale staging folder goes
+    staging = stage.begin()
+    try:
+        tokenizer, model = build_base(cfg)
+        check_tokenizer(tokenizer, cfg.model)
+        formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
+        if cfg.data_format == "qa":
+            dataset = QADataset(rows, formatter, split=cfg.split)
+            if dataset.truncation.warning():
+                logger.warning(dataset.truncation.warning())
+        else:
+            dataset = encode_chunks(tokenizer, rows, cfg.max_length)  # every token of a document is supervised
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(cfg, output_dir=str(staging)),
+            train_dataset=dataset,
+            data_collator=QACollator(tokenizer.pad_token_id),
+            processing_class=tokenizer,
+        )
+        result = trainer.train()
+        trainer.model.save_pretrained(staging)  # under LoRA: the adapter, which load_causal_lm puts back on its base
+        tokenizer.save_pretrained(staging)
+        record = {
+            "complete": True,
+            "config": cfg.identity(),
+            "fingerprint": fp,
+            "train_loss": result.training_loss,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "n_train_items": len(rows),
+        }
+        atomic_write_json(staging / RECORD, record, indent=2)
+    except BaseException:
+        stage.abort()
+        raise
+    return stage.commit()

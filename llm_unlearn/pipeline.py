@@ -30,14 +30,12 @@ EMBEDDED_BUDGET = {
 
 
 def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int) -> Path:
-    """Run ``method`` on the embedded target with the embedded budget; reuse a finished identical run."""
-    import json
-
-    from .unlearn import RECORD, config_to_dict, parse_args, run
+    """Run ``method`` on the embedded target with the embedded budget (a finished identical run is reused)."""
+    from .stages import unlearn
 
     out = work / "unlearned" / method
     flags = [f"--{k}={v}" for k, v in EMBEDDED_BUDGET.items()]
-    cfg, trainer_cls = parse_args(
+    return unlearn(
         [
             "--method",
             method,
@@ -58,10 +56,6 @@ def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int) -> P
             *flags,
         ]
     )
-    record = out / RECORD
-    if record.exists() and json.loads(record.read_text()).get("hyperparameters") == config_to_dict(cfg):
-        return out
-    return run(cfg, trainer_cls)
 
 
 def run_embedded_pipeline(
@@ -76,11 +70,13 @@ def run_embedded_pipeline(
     ``method`` (an unlearning method name) adds an unlearning stage on the target; ``None`` stops after the
     evaluation of the target against the reference.
     """
-    from .cli import run_eval
     from .data.schema import BenchmarkSplits
-    from .data.synth import SynthConfig, write_benchmark
+    from .data.synth import SynthConfig
     from .evaluation.evaluator import EvalConfig, markdown_table
-    from .finetune import FinetuneConfig, finetune
+    from .finetune import FinetuneConfig
+    from .stages import evaluate as run_eval
+    from .stages import finetune
+    from .stages import synth as write_benchmark
 
     work = Path(workdir)
     splits = BenchmarkSplits.from_forget(forget_split)
@@ -125,7 +121,7 @@ def run_embedded_pipeline(
     )
     reports = compared["report_files"] + (unlearned_eval["report_files"] if unlearned_eval else [])
     if unlearned is not None:
-        from .evaluation.report import write_runs_report
+        from .stages import report as write_runs_report
 
         # The side-by-side report of the runs (what `llm-unlearn report` writes): table, FQ-vs-utility plot, ECDFs.
         runs_report = write_runs_report([target, unlearned], work / "report", overwrite=True)

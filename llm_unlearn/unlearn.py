@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .trainers import DEFAULT_METHOD, METHODS, SELECTION_ALIASES, get_method
+from .trainers.base import DivergenceError
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,15 @@ def _pop_flag(argv: list[str], name: str) -> str | None:
 
 def parse_args(argv: list[str] | None = None):
     """Parse a recipe and flags into the method's config; returns ``(config, trainer_class)``."""
-    import yaml
     from transformers import HfArgumentParser
+
+    from .validation import check_recipe_types, load_yaml_recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe: dict = {}
     config_path = _pop_flag(argv, "--config")
     if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {config_path}: no such file")
-        recipe = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(recipe, dict):
-            raise ValueError(f"{config_path}: a recipe is a flat YAML mapping of argument names to values")
+        recipe = load_yaml_recipe(config_path)
     recipe_method, recipe_base = recipe.pop("method", None), recipe.pop("base_method", None)
     method = _pop_flag(argv, "--method") or recipe_method or DEFAULT_METHOD
     base_method = _pop_flag(argv, "--base_method") or recipe_base
@@ -73,6 +70,7 @@ def parse_args(argv: list[str] | None = None):
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"{config_path}: unknown argument(s) for method {method!r}: {', '.join(unknown)}")
+    check_recipe_types(recipe, config_cls, str(config_path))
     parser.set_defaults(**recipe)
     (cfg,) = parser.parse_args_into_dataclasses(args=[*argv, "--method", method])
     return cfg, trainer_cls
@@ -125,27 +123,104 @@ def _check_publish(cfg) -> None:
         )
 
 
-def _check_output_dir(cfg) -> None:
-    """Refuse a non-empty output_dir; with --overwrite_output, empty it (a stale adapter left beside a new full
-    model would be loaded in its place)."""
-    out = Path(cfg.output_dir)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite_output:
-        raise FileExistsError(f"output_dir {out} is not empty; pass --overwrite_output true or choose another one")
+# Settings that do not change the trained weights: left out of a run's fingerprint (reuse and resume keys).
+NOT_IDENTITY = (
+    "output_dir",
+    "overwrite_output",
+    "resume_from_checkpoint",
+    "logging_dir",
+    "logging_steps",
+    "logging_strategy",
+    "disable_tqdm",
+    "report_to",
+    "run_name",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "eval_reference",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+    "hub_strategy",
+)
 
 
-def _clear_output_dir(cfg) -> None:
-    """Called once every input has been validated and loaded, right before training."""
-    out = Path(cfg.output_dir)
-    if cfg.overwrite_output and out.exists() and cfg.process_index == 0:
-        import shutil
+def run_fingerprint(cfg) -> str:
+    """What decides the unlearned weights: the resolved settings, the data files' content and the input model's
+    weights (never their paths)."""
+    from .runs import data_fingerprint, fingerprint, model_fingerprint
 
-        shutil.rmtree(out)
+    ident = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_IDENTITY}
+    ident["model_name_or_path"] = model_fingerprint(cfg.model_name_or_path)
+    ident["data"] = data_fingerprint(cfg.data)
+    return fingerprint(ident)
+
+
+def _finished_run(out: Path, fp: str) -> bool:
+    """True when ``out`` holds the finished run with fingerprint ``fp``."""
+    try:
+        return json.loads((out / RECORD).read_text()).get("fingerprint") == fp
+    except (OSError, ValueError):
+        return False
+
+
+def check_inputs(cfg, trainer_cls) -> None:
+    """Everything that can be checked without data or models: settings, paths, the launch, the output folder."""
+    from .distributed import check_launch
+    from .runs import check_output_location
+    from .validation import check_model_source
+
+    check_model_source(cfg.model_name_or_path, "--model_name_or_path")
+    if not cfg.data:
+        raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
+    if not cfg.output_dir:
+        raise ValueError("--output_dir is required (the folder the unlearned model is written to)")
+    check_output_location(
+        cfg.output_dir,
+        {"model": cfg.model_name_or_path, "data": cfg.data, "reference": cfg.eval_reference},
+    )
+    _check_publish(cfg)
+    check_launch(cfg)
+    if cfg.data_format == "text" and not trainer_cls.supports_text(cfg):
+        raise ValueError(
+            f"method {cfg.method!r} (with these options) needs QA items (wrong answers, refusals or QA hybrids) and "
+            "cannot run on --data_format text; on raw text use grad_ascent, grad_diff, npo, simnpo or "
+            "regularized_ft with --forget_regularizer kl_uniform"
+        )
+
+
+def _resume_request(cfg, stage) -> tuple[bool, str | None]:
+    """(keep the staging folder, checkpoint to resume from) for ``--resume_from_checkpoint``: a path, or ``true``
+    for the newest checkpoint of the interrupted run into ``output_dir``."""
+    from .runs import checkpoints
+
+    value = cfg.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return False, None
+    if str(value).lower() == "true":
+        stage.resume = True
+        stage.check()
+        found = checkpoints(stage.staging)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint true: no checkpoint-N folder in {stage.staging} (an interrupted run saves "
+                "them with --save_strategy steps --save_steps N)"
+            )
+        return True, str(found[-1])
+    path = Path(value)
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a checkpoint folder (no trainer_state.json)")
+    inside = stage.staging.resolve() in path.resolve().parents
+    if inside:
+        stage.resume = True
+        stage.check()
+    return inside, str(path)
 
 
 def load_data(cfg):
     """Forget and retain rows, validated (fields, types, no shared items) before any model is loaded."""
     from .data.loading import load_split
-    from .data.schema import DataValidationError, check_disjoint
+    from .data.schema import DataValidationError, validate_training_splits
 
     if not cfg.data:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
@@ -157,7 +232,7 @@ def load_data(cfg):
         return forget, retain
     forget = load_split(cfg.data, cfg.forget_split)
     retain = load_split(cfg.data, cfg.retain_split)
-    check_disjoint(forget, retain, cfg.forget_split, cfg.retain_split)
+    validate_training_splits(forget, retain, cfg.forget_split, cfg.retain_split, str(cfg.data))
     if any(not r.get("perturbed_answer") for r in forget):
         # TOFU on the Hub keeps the wrong answers in `forgetXX_perturbed`: join them in by question.
         try:
@@ -247,31 +322,123 @@ def wrap_lora(cfg, model, target_modules=None):
     return model
 
 
+def _check_finite_weights(model, step: int) -> None:
+    import torch
+
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p).all():
+            raise DivergenceError(f"non-finite weights in {name} after step {step}")
+
+
+def load_inputs(cfg, trainer_cls):
+    """Data, tokenizer and the truncation report: validated before any model is loaded."""
+    from .data.formatting import QAFormatter
+    from .modeling import load_tokenizer
+    from .validation import check_tokenizer
+
+    forget_rows, retain_rows = load_data(cfg)
+    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    check_tokenizer(tokenizer, cfg.model_name_or_path)
+    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
+    if cfg.data_format == "qa":
+        warn_truncation(formatter, {cfg.forget_split: forget_rows, cfg.retain_split: retain_rows})
+    return forget_rows, retain_rows, tokenizer, formatter
+
+
+def warn_truncation(formatter, splits: dict[str, list[dict]]) -> None:
+    """One warning per split whose items exceed ``max_length`` (how many, which part is cut, which rows)."""
+    from .data.formatting import truncation_report
+
+    for name, rows in splits.items():
+        message = truncation_report(formatter, rows, name).warning()
+        if message:
+            logger.warning(message)
+
+
 def run(cfg, trainer_cls) -> Path:
     """Unlearn ``cfg.forget_split`` from ``cfg.model_name_or_path`` and save the result in ``cfg.output_dir``.
 
-    The evaluation against ``--eval_reference`` and the Hub push of ``--push_to_hub`` come after, in :func:`publish`
-    (``main`` calls it on the main process); their settings are checked here, before any training.
+    The output is staged (:class:`llm_unlearn.runs.StagedOutput`): training writes into ``.NAME.partial`` beside
+    ``output_dir`` (checkpoints included), and only a finished, finite run replaces ``output_dir``. A finished run
+    with the same fingerprint (settings, data content, input weights) is reused. The evaluation against
+    ``--eval_reference`` and the push of ``--push_to_hub`` come after, in :func:`publish`; their settings are
+    checked here, before any work.
     """
+    from .runs import StagedOutput, is_nonempty_dir
+
+    check_inputs(cfg, trainer_cls)
+    final = Path(cfg.output_dir)
+    fp = run_fingerprint(cfg)
+    if _finished_run(final, fp) and not cfg.resume_from_checkpoint:
+        print(f"reusing the finished run in {final} (same settings, data and model)")
+        return final
+    if is_nonempty_dir(final) and not cfg.overwrite_output:
+        raise FileExistsError(
+            f"output_dir {final} is not empty and holds another run; pass --overwrite_output true to replace it "
+            "(it is replaced only once the new run has finished) or choose another one"
+        )
+    stage = StagedOutput(final, fp, discard=cfg.overwrite_output)
+    keep, checkpoint = _resume_request(cfg, stage)
+    stage.check()
+    forget_rows, retain_rows, tokenizer, formatter = load_inputs(cfg, trainer_cls)
+    with cfg.main_process_first(desc="staging the output folder"):
+        if cfg.process_index == 0:
+            stage.begin()
+    # The Trainer writes checkpoints and the model into the staging folder; the record keeps the user's output_dir.
+    # The token never reaches the pickled TrainingArguments (training_args.bin) nor the record: held here only.
+    hub_token, cfg.hub_token = cfg.hub_token, None
+    cfg.output_dir = str(stage.staging)
+    try:
+        record = _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint)
+    except BaseException as e:
+        cfg.output_dir, cfg.hub_token = str(final), hub_token
+        if cfg.process_index == 0:
+            kept = stage.abort()
+            where = (
+                f"the last good checkpoint is {kept} (continue with --resume_from_checkpoint true)"
+                if kept
+                else "no checkpoint was kept (--save_strategy steps --save_steps N saves some)"
+            )
+            msg = f"{final} is unchanged; {where}"
+            if isinstance(e, DivergenceError):
+                raise DivergenceError(f"training diverged: {e}; nothing was saved as unlearned: {msg}") from None
+            logger.error("unlearning stopped (%s): %s", type(e).__name__, msg)
+        raise
+    cfg.output_dir = str(final)
+    if cfg.process_index == 0:
+        record["hyperparameters"] = config_to_dict(cfg)
+        record["fingerprint"] = fp
+        _write_outputs(stage.staging, record, cfg)
+        stage.commit()
+    _wait_for_everyone()
+    cfg.hub_token = hub_token
+    return final
+
+
+def _wait_for_everyone() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _write_outputs(folder: Path, record: dict, cfg) -> None:
+    import yaml
+
+    from .runs import atomic_write_json, atomic_write_text
+
+    atomic_write_json(folder / RECORD, record)
+    atomic_write_text(folder / RESOLVED_CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=True))
+
+
+def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint) -> dict:
+    """Build the model, dataset and trainer, train (from ``checkpoint`` when resuming), save into
+    ``cfg.output_dir`` (the staging folder); returns the record."""
     import time
 
-    from .data.formatting import QAFormatter
     from .data.pairing import NestedCollator
-    from .modeling import load_tokenizer
+    from .distributed import launch_record
 
-    if not cfg.model_name_or_path:
-        raise ValueError("--model_name_or_path is required (the model to unlearn)")
-    _check_publish(cfg)
-    _check_output_dir(cfg)
-    if cfg.data_format == "text" and not trainer_cls.supports_text(cfg):
-        raise ValueError(
-            f"method {cfg.method!r} (with these options) needs QA items (wrong answers, refusals or QA hybrids) and "
-            "cannot run on --data_format text; on raw text use grad_ascent, grad_diff, npo, simnpo or "
-            "regularized_ft with --forget_regularizer kl_uniform"
-        )
-    forget_rows, retain_rows = load_data(cfg)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
-    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
     model = load_model(cfg)
     selection, lora_targets = build_selection(cfg, model, formatter, forget_rows, retain_rows)
     if cfg.use_peft:
@@ -283,59 +450,56 @@ def run(cfg, trainer_cls) -> Path:
         dataset = text_dataset(tokenizer, forget_rows, retain_rows, cfg.max_length)
     else:
         dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model)
-    _clear_output_dir(cfg)
     # With push_to_hub the HF Trainer creates the repo in __init__ and pushes on every save with its own generic card.
     # We push once, after the record is saved, with our card (publish()): hide the request from the Trainer while it
     # runs and restore it afterwards, so that the record and unlearn_config.yaml keep what the user asked for.
     push_to_hub, cfg.push_to_hub = cfg.push_to_hub, False
-    trainer = trainer_cls(
-        model=model,
-        args=cfg,
-        train_dataset=dataset,
-        data_collator=NestedCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        ref_model=ref_model,
-        selection=selection,
-    )
-    start = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - start
-    out = Path(cfg.output_dir)
-    if cfg.use_peft and cfg.merge_adapter:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-    else:
-        trainer.save_model(str(out))
-    cfg.push_to_hub = push_to_hub
-    if trainer.is_world_process_zero():
-        record = {
-            "method": cfg.method,
-            "paper": trainer_cls.paper,
-            "base_model": cfg.model_name_or_path,
-            "data_format": cfg.data_format,
-            "forget_split": cfg.forget_split,
-            "forget_sha256": forget_hash(forget_rows),
-            "n_forget": len(forget_rows),
-            "n_forget_side_items": len(dataset),
-            "n_retain": len(retain_rows),
-            "world_size": cfg.world_size,
-            "effective_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size,
-            "global_steps": result.global_step,
-            "train_loss": result.training_loss,
-            "train_seconds": seconds,
-            "selection": None if selection is None else {"selected_fraction": selection.selected_fraction},
-            "lora_target_modules": lora_targets,
-            "adapter": bool(cfg.use_peft and not cfg.merge_adapter),
-            "log_history": trainer.state.log_history,
-            "hyperparameters": config_to_dict(cfg),
-        }
-        (out / RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n")
-        import yaml
-
-        (out / RESOLVED_CONFIG).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=True))
-    return out
+    try:
+        trainer = trainer_cls(
+            model=model,
+            args=cfg,
+            train_dataset=dataset,
+            data_collator=NestedCollator(tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            ref_model=ref_model,
+            selection=selection,
+        )
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.perf_counter() - start
+        _check_finite_weights(trainer.model, result.global_step)
+        out = Path(cfg.output_dir)
+        if cfg.use_peft and cfg.merge_adapter:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            if trainer.is_world_process_zero():
+                merged.save_pretrained(out)
+                tokenizer.save_pretrained(out)
+        else:
+            trainer.save_model(str(out))
+    finally:
+        cfg.push_to_hub = push_to_hub
+    return {
+        "method": cfg.method,
+        "paper": trainer_cls.paper,
+        "base_model": cfg.model_name_or_path,
+        "data_format": cfg.data_format,
+        "forget_split": cfg.forget_split,
+        "forget_sha256": forget_hash(forget_rows),
+        "n_forget": len(forget_rows),
+        "n_forget_side_items": len(dataset),
+        "n_retain": len(retain_rows),
+        "world_size": cfg.world_size,
+        "launch": launch_record(trainer),
+        "effective_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size,
+        "global_steps": result.global_step,
+        "train_loss": result.training_loss,
+        "train_seconds": seconds,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "selection": None if selection is None else {"selected_fraction": selection.selected_fraction},
+        "lora_target_modules": lora_targets,
+        "adapter": bool(cfg.use_peft and not cfg.merge_adapter),
+        "log_history": trainer.state.log_history,
+    }
 
 
 def _end_process_group() -> None:
@@ -355,8 +519,8 @@ def publish(cfg, out: Path) -> str | None:
     """
     eval_json = None
     if cfg.eval_reference:
-        from .cli import run_eval
         from .evaluation.evaluator import EvalConfig, markdown_table
+        from .evaluation.run import run_eval
 
         try:
             compared = run_eval(
@@ -397,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 2
-    except HubPushError as e:  # the trained model is saved: say so, and how to retry (in the message)
+    except (HubPushError, DivergenceError) as e:  # the message says what is saved and how to go on
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.mark.slow
 def test_embedded_pipeline_discriminates(tmp_path):
-    from llm_unlearn.cli import run_eval
+    from llm_unlearn.stages import evaluate as run_eval
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.finetune import FinetuneConfig, finetune
     from llm_unlearn.pipeline import run_embedded_pipeline

@@ -18,13 +18,14 @@ import numpy as np
 
 from ..data.loading import load_split
 from ..data.schema import BenchmarkSplits
+from ..runs import atomic_write_json, read_json_cache
 from . import metrics as M
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
 HOLDOUT = "holdout"
-EVAL_VERSION = 4  # bump when the result layout changes: invalidates cached evaluations
+EVAL_VERSION = 5  # bump when the result layout changes: invalidates cached evaluations
 MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")  # gradnorm only with --gradnorm
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
@@ -237,14 +238,13 @@ def model_utility(splits: dict[str, dict]) -> float:
     return M.harmonic_mean(values)
 
 
-def _weights_fingerprint(model_path: Path) -> list:
-    files = sorted(p for p in model_path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-
-
 def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig) -> str:
+    """Content key of an evaluation: the settings, the model's weight/config/tokenizer files' hashes (never their
+    paths or times) and the evaluation data."""
+    from ..runs import model_fingerprint
+
     h = hashlib.sha256()
-    ident = {"cfg": asdict(cfg), "weights": _weights_fingerprint(model_path), "version": EVAL_VERSION}
+    ident = {"cfg": asdict(cfg), "weights": model_fingerprint(model_path), "version": EVAL_VERSION}
     h.update(json.dumps(ident, sort_keys=True).encode())
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -271,9 +271,10 @@ def evaluate_model(
     data = data if data is not None else load_eval_data(data_source, cfg)
     key = cache_key(model_path, data, cfg)
     cache = model_path / CACHE_DIR / f"{key}.json"
-    if use_cache and cache.exists():
+    cached = read_json_cache(cache) if use_cache else None
+    if cached is not None and cached.get("kind") == RESULT_KIND:
         logger.info("reusing cached evaluation %s", cache)
-        return json.loads(cache.read_text())
+        return cached
 
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path)
@@ -292,8 +293,7 @@ def evaluate_model(
         "config": asdict(cfg),
         **body,
     }
-    cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps(result) + "\n")
+    atomic_write_json(cache, result, indent=None)
     return result
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import check_output_location, staged_files
 from . import evaluator as E
 
 logger = logging.getLogger(__name__)
@@ -992,25 +993,8 @@ def _runs_plot(runs: Sequence[Run], cis: Mapping, ref_cis: Mapping, path: Path) 
     return plot_fq_vs_mu(points, ref_point, path)
 
 
-def write_runs_report(
-    run_dirs: Sequence[str | Path],
-    out_dir: str | Path,
-    overwrite: bool = False,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = 0,
-) -> dict:
-    """``llm-unlearn report``: ``out_dir/report.md`` (one row per run, the reference row, a reading),
-    ``out_dir/fq_vs_mu.png`` and one truth-ratio ECDF plot per run.
-
-    ``run_dirs`` are run folders holding one ``eval_*.json`` of ``llm-unlearn eval`` (or such files). Runs must
-    share data and reference (else ValueError); ``out_dir`` must be new, empty, or an earlier report (else
-    FileExistsError unless ``overwrite``). Returns ``{"files": [...], "table": str, "runs": [names]}``.
-    """
-    if not run_dirs:
-        raise ValueError("name at least one run folder (or evaluation JSON) to report")
-    runs = load_runs(run_dirs)
-    out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
+def _write_runs_files(runs: Sequence[Run], out: Path, n_resamples: int, seed: int) -> list:
+    """The report's files, written into ``out``; returns their paths followed by the table text."""
     befores = {r.name: _before_unlearning(r, runs) for r in runs}
     bases = {id(b) for b in befores.values() if b is not None}
     for r in runs:
@@ -1035,4 +1019,31 @@ def write_runs_report(
         "files": [p.name for p in written],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return [*written, table]
+
+
+def write_runs_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """``llm-unlearn report``: ``out_dir/report.md`` (one row per run, the reference row, a reading),
+    ``out_dir/fq_vs_mu.png`` and one truth-ratio ECDF plot per run.
+
+    ``run_dirs`` are run folders holding one ``eval_*.json`` of ``llm-unlearn eval`` (or such files). Runs must
+    share data and reference (else ValueError); ``out_dir`` must be new, empty, or an earlier report (else
+    FileExistsError unless ``overwrite``). Returns ``{"files": [...], "table": str, "runs": [names]}``.
+    """
+    if not run_dirs:
+        raise ValueError("name at least one run folder (or evaluation JSON) to report")
+    runs = load_runs(run_dirs)
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+    check_output_location(out, {f"run {r.name}": r.json_path.parent for r in runs}, flag="out")
+    with staged_files(out) as tmp:
+        written = _write_runs_files(runs, tmp, n_resamples, seed)
+    table = written.pop()
+    written = [out / p.name for p in written]
     return {"files": [str(p) for p in written], "table": table, "runs": [r.name for r in runs]}

@@ -1,0 +1,180 @@
+"""Checks of user input that run before any model is loaded: model and tokenizer sources, recipes, numbers.
+
+Each check raises ``ValueError`` / ``FileNotFoundError`` with one line that names the flag, file, field or row and
+says what to do; the commands print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from pathlib import Path
+from typing import get_args, get_origin
+
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or os.sep != "/" and os.sep in value
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model_source(value: str | None, flag: str) -> None:
+    """A model is a local folder with a config and a tokenizer (or a LoRA adapter folder), or a Hub id that can be
+    reached (or is in the local Hub cache). Fails in a second, never after the Hub client's retries."""
+    if not value:
+        raise ValueError(f"{flag} is required (a model folder or a Hub model id)")
+    path = Path(value).expanduser()
+    if path.is_file():
+        raise ValueError(f"{flag} {value} is a file; expected a model folder (config.json, weights, tokenizer)")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if "config.json" not in names and "adapter_config.json" not in names:
+            raise FileNotFoundError(
+                f"{flag} {value}: no config.json (nor adapter_config.json): not a model folder saved with "
+                "save_pretrained"
+            )
+        if not names & set(TOKENIZER_FILES):
+            raise FileNotFoundError(
+                f"{flag} {value}: no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save it beside the model"
+            )
+        return
+    if _looks_like_path(value) or not HUB_ID_RE.match(value):
+        raise FileNotFoundError(f"{flag} {value}: no such folder")
+    check_hub_reachable(value, flag, "model")
+
+
+def check_hub_reachable(repo_id: str, flag: str, repo_type: str = "model") -> None:
+    """A Hub id must be in the local cache or reachable now: one quick request, no retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    probe = "config.json" if repo_type == "model" else "README.md"
+    cached = try_to_load_from_cache(repo_id, probe, repo_type=repo_type)
+    if isinstance(cached, str):
+        return
+    if hub_offline():
+        raise FileNotFoundError(
+            f"{flag} {repo_id}: not a local folder, and not in the local Hub cache while the Hub is offline "
+            "(HF_HUB_OFFLINE=1); pass a local folder, or download it first"
+        )
+    import httpx
+    from huggingface_hub import constants
+
+    url = f"{constants.ENDPOINT}/api/{repo_type}s/{repo_id}"
+    try:
+        httpx.get(url, timeout=5.0, headers={"user-agent": "llm_unlearn"})
+    except httpx.HTTPError as e:
+        raise FileNotFoundError(
+            f"{flag} {repo_id}: not a local folder, and the Hub ({constants.ENDPOINT}) cannot be reached "
+            f"({type(e).__name__}); pass a local folder or check the network / HF_ENDPOINT"
+        ) from None
+
+
+def check_tokenizer(tokenizer, source: str) -> None:
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"the tokenizer of {source} has neither a pad token nor an EOS token: answers need an end; add one "
+            "(tokenizer.add_special_tokens({'eos_token': ...})) and save it beside the model"
+        )
+
+
+# --- numbers ------------------------------------------------------------------------------------------------------
+
+
+def check_finite_fields(cfg, skip: tuple[str, ...] = ()) -> None:
+    """Every float-valued field of a dataclass config must be finite (NaN/inf silently break losses)."""
+    for f in dataclasses.fields(cfg):
+        if f.name in skip or not f.init:
+            continue
+        value = getattr(cfg, f.name, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name} {value} is not a finite number")
+
+
+def check_positive(cfg, names: tuple[str, ...], minimum: dict[str, float] | None = None) -> None:
+    """``names`` must be > 0; ``minimum`` maps names to the smallest allowed value."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+    for name, low in (minimum or {}).items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise ValueError(f"--{name} must be at least {low}, got {value}")
+
+
+# --- recipes ------------------------------------------------------------------------------------------------------
+
+
+def load_yaml_recipe(path: str | Path) -> dict:
+    """A flat YAML recipe, with a one-line error naming file and line for syntax errors and unsafe tags."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{where}: invalid YAML recipe: {problem}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    recipe = recipe or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe is a flat YAML mapping of argument names to values")
+    return recipe
+
+
+def _is_list_type(typ) -> bool:
+    if get_origin(typ) is list or typ is list:
+        return True
+    return any(_is_list_type(a) for a in get_args(typ))
+
+
+def _scalar_types(typ) -> set:
+    args = get_args(typ) or (typ,)
+    return {a for a in args if a in (bool, int, float, str)}
+
+
+def _parse_number(text: str, typ):
+    try:
+        return typ(text)
+    except ValueError:
+        return text
+
+
+def check_recipe_types(recipe: dict, cls, source: str) -> None:
+    """Recipe values must fit their fields: a number for a numeric field, one value unless the field is a list."""
+    from typing import get_type_hints
+
+    hints = get_type_hints(cls)
+    for key, value in recipe.items():
+        typ = hints.get(key)
+        if typ is None:
+            continue
+        if isinstance(value, (list, dict)) and not _is_list_type(typ):
+            raise ValueError(f"{source}: {key}: expected a single value, got a {type(value).__name__}")
+        kinds = _scalar_types(typ)
+        if value is None or isinstance(value, (list, dict)) or not kinds or str in kinds:
+            continue
+        if isinstance(value, str):  # YAML reads 1e-3 as a string; argparse converts it like a flag
+            value = _parse_number(value, float if float in kinds else int)
+        ok = (
+            (bool in kinds and isinstance(value, bool))
+            or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
+        )
+        if not ok:
+            want = " or ".join(sorted(t.__name__ for t in kinds))
+            raise ValueError(f"{source}: {key}: expected {want}, got {value!r}")
