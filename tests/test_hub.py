@@ -21,7 +21,7 @@ from hub_server import FakeHub
 
 from llm_unlearn.cli import main
 from llm_unlearn.data.loading import load_split
-from llm_unlearn.hub import HubPushError, card_is_ours, load_eval_result, model_card, push_run
+from llm_unlearn.hub import HubPushError, _sanitize, card_is_ours, load_eval_result, model_card, push_run, sanitized
 from llm_unlearn.unlearn import RECORD, forget_hash, parse_args, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,8 +92,8 @@ def base(tiny_model, tiny_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def full_run(base, small_bench, tmp_path_factory) -> Path:
     """A full-model run, evaluated against its base (standing in for the reference): has eval_*.json and eval_cache."""
-    from llm_unlearn.cli import run_eval
     from llm_unlearn.evaluation.evaluator import EvalConfig
+    from llm_unlearn.stages import evaluate as run_eval
 
     out = unlearn(base, small_bench, tmp_path_factory.mktemp("hub") / "full")
     run_eval(str(out), str(base), str(small_bench), EvalConfig(forget_split=FORGET))
@@ -263,8 +263,15 @@ def test_push_adapter_round_trip(adapter_run, base, hub, copy_of, tmp_path):
     push_run(run_dir, "tester/tiny-lora", token=hub.token, endpoint=hub.url, private=True)
     assert hub.repos["tester/tiny-lora"].private
     files = hub.files("tester/tiny-lora")
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md"} <= set(files)
-    assert "model.safetensors" not in files
+    assert set(files) == {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        RECORD,
+        "unlearn_config.yaml",
+    }
     assert b"library_name: peft" in files["README.md"] and b"More Information Needed" not in files["README.md"]
 
     # private: reading needs the token
@@ -273,6 +280,125 @@ def test_push_adapter_round_trip(adapter_run, base, hub, copy_of, tmp_path):
     adapted = logits(remote, ids)
     assert torch.equal(adapted, logits(load_causal_lm(run_dir), ids))
     assert (adapted - logits(AutoModelForCausalLM.from_pretrained(base), ids)).abs().max() > 0  # the adapter acts
+
+
+# --- what goes up: an allow-list, the record and config without local paths or tokens ---------------------------
+
+
+PLANTED_SECRET = "hf_planted_secret"
+
+
+def test_push_uploads_only_the_allow_list_and_sanitized_record_and_config(
+    full_run, small_bench, base, hub, copy_of, capsys, caplog, monkeypatch
+):
+    import yaml
+
+    run_dir = copy_of(full_run)
+    rows = load_split(str(small_bench), FORGET)
+    # what a user's run folder gathers besides the model: none of it may reach the Hub
+    (run_dir / ".env").write_text(f"HF_TOKEN={PLANTED_SECRET}\n")
+    (run_dir / "train.log").write_text(f"step 1 loss 7.8 sample: {rows[0]['question']}\n")
+    (run_dir / "notes").mkdir()
+    (run_dir / "notes" / "dump.json").write_text(json.dumps([[r["question"], r["answer"]] for r in rows]))
+    if not (run_dir / f"eval_{FORGET}.json").exists():
+        (run_dir / f"eval_{FORGET}.json").write_text(json.dumps({"rows": rows}))
+    (run_dir / "checkpoint-5").mkdir()
+    (run_dir / "checkpoint-5" / "model.safetensors").write_bytes(b"old weights")
+    (run_dir / "checkpoint-5" / "trainer_state.json").write_text(json.dumps({"sample": rows[1]["answer"]}))
+    (run_dir / "training_args.bin").write_bytes(f"pickled {PLANTED_SECRET}".encode())
+    (run_dir / "secrets.txt").write_text(f"{PLANTED_SECRET}\n{rows[2]['question']}\n")
+    # an old record and config with a token, a relative path that exists (checkpoint-5, from the cwd) and a Hub id
+    config = yaml.safe_load((run_dir / "unlearn_config.yaml").read_text())
+    extra = {"hub_token": PLANTED_SECRET, "resume_from_checkpoint": "checkpoint-5", "hub_model_id": "tester/planted"}
+    (run_dir / "unlearn_config.yaml").write_text(yaml.safe_dump({**config, **extra}, sort_keys=True))
+    record = json.loads((run_dir / RECORD).read_text())
+    record["hyperparameters"].update(extra)
+    (run_dir / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    monkeypatch.chdir(run_dir)
+    before = snapshot(run_dir)
+
+    with caplog.at_level("INFO", logger="llm_unlearn.hub"):
+        push_run(run_dir, "tester/allow", token=hub.token, endpoint=hub.url)
+
+    files = hub.files("tester/allow")
+    expected = {
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        RECORD,
+        "unlearn_config.yaml",
+    }
+    assert set(files) == expected
+    assert f"uploading {len(expected)} files: {', '.join(sorted(expected))}" in capsys.readouterr().out.splitlines()
+    skipped = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("not uploaded"))
+    for name in (".env", "train.log", "notes/", f"eval_{FORGET}.json", "checkpoint-5/", "training_args.bin"):
+        assert name in skipped
+    assert "secrets.txt" in skipped and "eval_cache/" in skipped
+
+    # no uploaded byte holds the forget set's text or the token; only the card names the local data and base model
+    leaks = [*forget_texts(small_bench), PLANTED_SECRET, str(run_dir)]
+    for path, data in files.items():
+        text = data.decode("utf-8", "ignore")
+        assert not [t for t in leaks if t in text], path
+        if path != "README.md":  # the card names them in its body and metadata (see test_card_names_the_run...)
+            assert str(small_bench) not in text and str(base) not in text, path
+    # plain files go up as they are; the record and config as sanitized copies: paths null, token gone, rest kept
+    for name in expected - {RECORD, "unlearn_config.yaml"}:
+        assert files[name] == (run_dir / name).read_bytes(), name
+    up_config = yaml.safe_load(files["unlearn_config.yaml"])
+    assert "hub_token" not in up_config and up_config["hub_model_id"] == "tester/planted"
+    nulled = {"model_name_or_path", "data", "output_dir", "resume_from_checkpoint"}
+    assert {k for k in up_config if up_config[k] != {**config, **extra}[k]} == nulled
+    assert all(up_config[k] is None for k in nulled)
+    up_record = json.loads(files[RECORD])
+    assert up_record["base_model"] is None and "hub_token" not in up_record["hyperparameters"]
+    assert {k: up_record["hyperparameters"][k] for k in nulled} == dict.fromkeys(nulled)
+    assert up_record["log_history"] == record["log_history"] and up_record["forget_sha256"] == record["forget_sha256"]
+    assert up_record["hyperparameters"]["learning_rate"] == record["hyperparameters"]["learning_rate"]
+    assert_intact(before, run_dir)  # the files on disk are as they were (the card is new)
+    assert set(snapshot(run_dir)) - set(before) == {"README.md"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kept"),
+    [
+        ("data", "locuslab/TOFU", True),  # a Hub id that is no local folder
+        ("model_name_or_path", "/models/llama", False),
+        ("output_dir", "./out/run1", False),
+        ("eval_reference", "../reference", False),
+        ("logging_dir", "~/runs", False),
+        ("run_name", "/tmp/somewhere", False),  # a path-like value of any key
+        ("base_model", "here", False),  # a path key whose value exists (a folder in the cwd)
+        ("lr_scheduler_type", "here", True),  # no path key: a plain word, even if a file has that name
+        ("learning_rate", 0.002, True),
+        ("report_to", ["/abs/x", "wandb"], None),
+    ],
+)
+def test_sanitize_nulls_local_paths_and_keeps_hub_ids(key, value, kept, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    out = _sanitize({key: value, "hub_token": "hf_x", "nested": [{"step": 1, "loss": 0.5}]})
+    assert "hub_token" not in out and out["nested"] == [{"step": 1, "loss": 0.5}]
+    if kept is None:
+        assert out[key] == [None, "wandb"]
+    else:
+        assert out[key] == (value if kept else None)
+
+
+def test_sanitized_copies_reject_a_broken_file_before_any_request(full_run, copy_of, hub):
+    run_dir = copy_of(full_run)
+    (run_dir / "unlearn_config.yaml").write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ValueError, match="unlearn_config.yaml is not a YAML mapping"):
+        push_run(run_dir, "tester/x", token=hub.token, endpoint=hub.url)
+    assert hub.requests == []
+    assert (run_dir / "unlearn_config.yaml").read_text() == "- a list\n- not a mapping\n"
+    # the copy of an intact file is built in memory: the file keeps its local paths
+    assert (
+        str(full_run).encode() not in sanitized(full_run / RECORD) and str(full_run) in (full_run / RECORD).read_text()
+    )
 
 
 # --- (d) failures --------------------------------------------------------------------------------------------------

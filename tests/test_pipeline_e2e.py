@@ -8,10 +8,10 @@ import pytest
 
 @pytest.mark.slow
 def test_embedded_pipeline_discriminates(tmp_path):
-    from llm_unlearn.stages import evaluate as run_eval
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.finetune import FinetuneConfig, finetune
     from llm_unlearn.pipeline import run_embedded_pipeline
+    from llm_unlearn.stages import evaluate as run_eval
 
     run = run_embedded_pipeline(tmp_path, method="regularized_ft")
     target = run["compared"]
