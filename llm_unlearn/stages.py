@@ -38,7 +38,9 @@ def evaluate(model, reference, data, cfg, output=None, use_cache: bool = True, o
     """Evaluate ``model`` against the retrained ``reference`` (see :func:`llm_unlearn.evaluation.run.run_eval`)."""
     from .evaluation.run import run_eval
 
-    return run_eval(str(model), str(reference), str(data), cfg, output, use_cache, overwrite)
+    return run_eval(
+        str(model), None if reference is None else str(reference), str(data), cfg, output, use_cache, overwrite
+    )
 
 
 def report(run_dirs, out, overwrite: bool = False, n_resamples: int = 1000, seed: int = 0) -> dict:

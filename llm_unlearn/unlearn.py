@@ -168,9 +168,9 @@ def check_inputs(cfg, trainer_cls) -> None:
     """Everything that can be checked without data or models: settings, paths, the launch, the output folder."""
     from .distributed import check_launch
     from .runs import check_output_location
-    from .validation import check_model_source
 
-    check_model_source(cfg.model_name_or_path, "--model_name_or_path")
+    if not cfg.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (the model to unlearn)")
     if not cfg.data:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
     if not cfg.output_dir:
@@ -276,10 +276,14 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows):
     cache_dir = Path(cfg.model_name_or_path) / "selection_cache"
     if not Path(cfg.model_name_or_path).is_dir():
         cache_dir = Path.home() / ".cache" / "llm_unlearn" / "selection"
-    key = {
-        "model": str(cfg.model_name_or_path),
+    from .runs import model_fingerprint
+
+    key = {  # content, never paths: replaced weights or edited data give new scores
+        "model": model_fingerprint(cfg.model_name_or_path),
         "data": forget_hash(rows[: cfg.hessian_samples]),
         "samples": cfg.hessian_samples,
+        "max_length": cfg.max_length,
+        "data_format": cfg.data_format,
     }
     scores = score_parameters_cached(
         model,
@@ -334,9 +338,10 @@ def load_inputs(cfg, trainer_cls):
     """Data, tokenizer and the truncation report: validated before any model is loaded."""
     from .data.formatting import QAFormatter
     from .modeling import load_tokenizer
-    from .validation import check_tokenizer
+    from .validation import check_model_source, check_tokenizer
 
     forget_rows, retain_rows = load_data(cfg)
+    check_model_source(cfg.model_name_or_path, "--model_name_or_path")
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     check_tokenizer(tokenizer, cfg.model_name_or_path)
     formatter = QAFormatter(tokenizer, max_length=cfg.max_length)

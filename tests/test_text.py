@@ -100,7 +100,16 @@ def test_chunks_start_with_bos_end_with_eos_and_cover_the_document(text_bench, t
 
 
 def test_text_target_memorises_and_evaluation_reports_text_metrics(text_bench, text_target):
-    cfg = EvalConfig(data_format="text", knowmem_prompt="{question}", max_length=160, gradnorm=True, batch_size=8)
+    # The embedded tokenizer never saw the forget documents, so their names take more tokens: a 128-token continuation
+    # would stop short of the reference text; give it room to cover the whole `gt`.
+    cfg = EvalConfig(
+        data_format="text",
+        knowmem_prompt="{question}",
+        max_length=160,
+        gradnorm=True,
+        batch_size=8,
+        verbmem_max_new_tokens=192,
+    )
     assert (cfg.forget_split, cfg.holdout_split) == ("raw/forget", "raw/holdout")
     result = evaluate_model(text_target, str(text_bench), cfg, use_cache=False)
     assert result["benchmark"] == "text"

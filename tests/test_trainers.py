@@ -388,22 +388,20 @@ def test_gradient_accumulation_matches_one_large_batch(base, small_bench, tmp_pa
 # --- 4. pairing ------------------------------------------------------------------------------------------------------
 
 
-def test_pair_sampler_is_seeded_by_seed_epoch_and_rank():
+def test_pair_sampler_is_one_global_stream_seeded_by_seed_and_epoch():
     a, again = PairSampler(7, 20, seed=3), PairSampler(7, 20, seed=3)
     epoch0 = list(a)
     assert epoch0 == list(again) == list(a)  # deterministic, and re-iterating does not advance anything
     assert len(a) == 7 and sorted(f for f, _, _ in epoch0) == list(range(7))  # one pass over the forget side
     assert all(0 <= r < 20 for _, r, _ in epoch0)
     assert list(PairSampler(7, 20, seed=4)) != epoch0
-
-    rank1 = list(PairSampler(7, 20, seed=3, rank=1))
-    assert [f for f, _, _ in rank1] == [f for f, _, _ in epoch0]  # same forget order on every rank
-    assert [r for _, r, _ in rank1] != [r for _, r, _ in epoch0]
-    assert [d for _, _, d in rank1] != [d for _, _, d in epoch0]
+    with pytest.raises(TypeError):  # no per-rank stream any more: Accelerate shards the global one
+        PairSampler(7, 20, seed=3, rank=1)
 
     a.set_epoch(1)
     epoch1 = list(a)
     assert epoch1 != epoch0 and [f for f, _, _ in epoch1] != [f for f, _, _ in epoch0]
+    assert [t[1:] for t in epoch1] != [t[1:] for t in epoch0]  # new partners and draws
     resumed = PairSampler(7, 20, seed=3)
     resumed.set_epoch(1)
     assert list(resumed) == epoch1
@@ -411,17 +409,100 @@ def test_pair_sampler_is_seeded_by_seed_epoch_and_rank():
     assert list(a) == epoch0
 
 
+@pytest.mark.parametrize("n_forget, global_batch", [(10, 4), (23, 16), (7, 16), (8, 4), (5, 1)])
+def test_pair_sampler_pads_the_epoch_to_whole_global_batches(n_forget, global_batch):
+    sampler = PairSampler(n_forget, 20, seed=1, global_batch=global_batch)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        triples = list(sampler)
+        assert len(sampler) == len(triples) == math.ceil(n_forget / global_batch) * global_batch
+        order = [f for f, _, _ in triples]
+        assert sorted(order[:n_forget]) == list(range(n_forget))  # the whole forget set once ...
+        assert order[n_forget:] == [order[i % n_forget] for i in range(len(order) - n_forget)]  # ... then its start
+        # the padding's partners and draws continue the stream: the same as an unpadded epoch's head
+        plain = PairSampler(n_forget, 20, seed=1)
+        plain.set_epoch(epoch)
+        assert triples[:n_forget] == list(plain)
+    with pytest.raises(ValueError, match="global_batch"):
+        PairSampler(5, 5, seed=0, global_batch=0)
+
+
+def _steps_seen(sampler, per_device: int, accumulation: int, world_size: int) -> list[list[tuple]]:
+    """The triples of each optimizer step, as the Trainer's dataloader on each rank hands them out (accelerate's
+    BatchSamplerShard with split_batches=False and even_batches=True, its defaults)."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    micro = [
+        list(BatchSamplerShard(BatchSampler(sampler, per_device, drop_last=False), world_size, rank))
+        for rank in range(world_size)
+    ]
+    assert len({len(m) for m in micro}) == 1 and len(micro[0]) % accumulation == 0  # no short accumulation tail
+    steps = []
+    for start in range(0, len(micro[0]), accumulation):
+        batches = [b for m in micro for b in m[start : start + accumulation]]
+        assert {len(b) for b in batches} == {per_device}  # equal micro-batches: means of means are the mean
+        steps.append(sorted(t for b in batches for t in b))
+    return steps
+
+
+@pytest.mark.parametrize("n_forget", [23, 10, 16, 7])
+def test_every_launch_layout_sees_the_same_triples_per_optimizer_step(n_forget):
+    """1 process x 16, 1 x 8 x 2 accumulation, 2 processes x 8 and 4 x 2 x 2: one global batch of 16, the same
+    (forget, retain, draw) triples in every optimizer step."""
+    layouts = [(16, 1, 1), (8, 2, 1), (8, 1, 2), (2, 2, 4)]
+    seen = {}
+    for per_device, accumulation, world_size in layouts:
+        sampler = PairSampler(n_forget, 5, seed=0, global_batch=per_device * accumulation * world_size)
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            epochs.append(_steps_seen(sampler, per_device, accumulation, world_size))
+        seen[per_device, accumulation, world_size] = epochs
+    first, *others = seen.values()
+    assert all(other == first for other in others), seen
+    assert len(first[0]) == math.ceil(n_forget / 16)
+    assert first[0] != first[1]  # a new epoch, new pairs
+
+
+def test_pair_sampler_resumed_mid_epoch_continues_the_same_stream():
+    """A resume rebuilds the sampler and skips the batches already trained on (accelerate's skip_first_batches, as
+    the Trainer does): the rest of the epoch is the same triples, padding included."""
+    from accelerate.data_loader import skip_first_batches
+    from torch.utils.data import DataLoader
+
+    class Keys(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, key):
+            return key
+
+    def loader(epoch):
+        sampler = PairSampler(10, 20, seed=5, global_batch=4)
+        sampler.set_epoch(epoch)
+        return sampler, DataLoader(Keys(), sampler=sampler, batch_size=2, collate_fn=list)
+
+    sampler, full = loader(1)
+    stream = [t for batch in full for t in batch]
+    assert stream == list(sampler) and len(stream) == 12
+    _, again = loader(1)
+    assert [t for batch in skip_first_batches(again, 3) for t in batch] == stream[6:]
+
+
 def test_pair_sampler_cycles_retain_without_repeats_and_handles_no_retain():
     triples = list(PairSampler(7, 3, seed=0))
     retain = [r for _, r, _ in triples]
     assert sorted(retain[:3]) == [0, 1, 2] and sorted(retain[3:6]) == [0, 1, 2]  # full passes before any repeat
     assert [r for _, r, _ in PairSampler(5, 0, seed=0)] == [-1] * 5
+    assert [r for _, r, _ in PairSampler(5, 0, seed=0, global_batch=4)] == [-1] * 8
     with pytest.raises(ValueError, match="forget side is empty"):
         PairSampler(0, 5, seed=0)
 
 
 def test_trainer_batches_follow_the_pair_sampler(base, small_bench, tmp_path):
-    """The Trainer's dataloader uses our sampler (no shuffle, no drop) and forwards set_epoch to it."""
+    """The Trainer's dataloader uses our sampler (no shuffle, no drop) with the global batch (3 x 2 accumulation:
+    the 7 forget items padded to 12) and forwards set_epoch to it."""
     cfg, cls = parse_args(
         [
             "--method",
@@ -434,6 +515,8 @@ def test_trainer_batches_follow_the_pair_sampler(base, small_bench, tmp_path):
             str(tmp_path / "x"),
             "--per_device_train_batch_size",
             "3",
+            "--gradient_accumulation_steps",
+            "2",
         ]
     )
     tok = load_tokenizer(base)
@@ -444,11 +527,12 @@ def test_trainer_batches_follow_the_pair_sampler(base, small_bench, tmp_path):
     loader = trainer.get_train_dataloader()
     for epoch in (0, 1):
         loader.set_epoch(epoch)
-        expected = PairSampler(len(forget), len(retain), seed=cfg.seed)
+        expected = PairSampler(len(forget), len(retain), seed=cfg.seed, global_batch=6)
         expected.set_epoch(epoch)
         triples = list(expected)
         batches = list(loader)
-        assert [len(b["forget"]["input_ids"]) for b in batches] == [3, 3, 1]
+        assert len(forget) == 7 and len(triples) == 12
+        assert [len(b["forget"]["input_ids"]) for b in batches] == [3, 3, 3, 3]  # 2 full optimizer steps
         got_f = [ids for b in batches for ids in b["forget"]["input_ids"].tolist()]
         got_r = [ids for b in batches for ids in b["retain"]["input_ids"].tolist()]
         got_a = [ids for b in batches for ids in b["alt"]["input_ids"].tolist()]

@@ -45,16 +45,12 @@ def check_eval_inputs(model: str, reference: str | None, output: Path) -> None:
         raise FileNotFoundError(f"--reference {reference}: neither a model folder nor an evaluation JSON file")
     if ref.is_dir():
         check_model_source(reference, "--reference")
-    if output.exists() and output.is_dir():
+
+
+def check_output_file(output: Path, overwrite: bool) -> None:
+    """An existing output file is replaced only when it is an earlier evaluation, or with ``--overwrite``."""
+    if output.is_dir():
         raise ValueError(f"--output {output} is a folder; give the path of the JSON file to write")
-
-
-def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
-    """The JSON result, and beside it a Markdown report (table with bootstrap 95 % CIs, a plain reading) and the
-    forget truth-ratio ECDF plot, all moved into place together once written; refuses to replace a JSON file it
-    did not write."""
-    from .report import write_eval_report
-
     if output.exists() and not overwrite:
         try:
             ours = json.loads(output.read_text()).get("kind") == RESULT_KIND
@@ -64,6 +60,15 @@ def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
             raise FileExistsError(
                 f"{output} exists and is not an llm-unlearn evaluation; pass --overwrite or --output"
             )
+
+
+def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
+    """The JSON result, and beside it a Markdown report (table with bootstrap 95 % CIs, a plain reading) and the
+    forget truth-ratio ECDF plot, all moved into place together once written; refuses to replace a JSON file it
+    did not write."""
+    from .report import write_eval_report
+
+    check_output_file(output, overwrite)
     with staged_files(output.parent) as tmp:
         atomic_write_json(tmp / output.name, compared)
         extra = write_eval_report(compared, tmp / output.name)
@@ -82,7 +87,12 @@ def run_eval(
     """Evaluate ``model`` and compare it to ``reference``; write the JSON and Markdown reports."""
     out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split.replace('/', '_')}.json"
     check_eval_inputs(model, reference, out)
-    check_output_location(out, {"data": data, "reference": reference}, flag="output")
+    check_output_file(out, overwrite)
+    # The output sits beside the evaluated model by design; it must not land in the data or in another model's folder.
+    guarded = {"data": data}
+    if Path(reference).resolve() != Path(model).resolve():
+        guarded["reference"] = reference
+    check_output_location(out, guarded, flag="output")
     eval_data = load_eval_data(data, cfg)  # validated before any model is loaded
     ref_path = Path(reference)
     if ref_path.is_file():

@@ -325,16 +325,21 @@ def score_parameters_cached(
     path = Path(cache_dir) / f"hessian_{cache_key(key_parts, estimator, probes, seed)}.pt"
     if path.exists():
         start = time.perf_counter()
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: recompute (and overwrite it atomically)
+            logger.warning("Hessian cache %s is corrupt (%s): recomputing it", path, type(e).__name__)
+            loaded = {}
         expected = {n: tuple(p.shape) for n, p in scored_parameters(model)}
-        if {n: tuple(t.shape) for n, t in loaded.items()} == expected:
+        if loaded and {n: tuple(t.shape) for n, t in loaded.items()} == expected:
             scores = ParameterScores(loaded)
             scores.estimator, scores.from_cache = estimator, True
             scores.probes = probes if estimator == "hutchinson" else 1
             scores.seconds = time.perf_counter() - start
             logger.info("Hessian scores loaded from %s", path)
             return scores
-        logger.warning("Hessian cache %s does not fit the model's trainable parameters: recomputing", path)
+        elif loaded:
+            logger.warning("Hessian cache %s does not fit the model's trainable parameters: recomputing", path)
     scores = score_parameters(model, batches, estimator, probes=probes, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -20,6 +21,10 @@ from ..data.pairing import PairSampler
 from . import losses as L
 
 logger = logging.getLogger(__name__)
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or weight: nothing may be saved as unlearned."""
 
 
 @dataclass
@@ -108,9 +113,14 @@ class UnlearnConfig(TrainingArguments):
     needs_reference: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self):
+        self._check_numbers()
         if not torch.cuda.is_available():
-            # CPU: no bf16 and no gradient checkpointing (both ~8x slower there).
-            self.bf16 = False
+            # A mixed-precision request that cannot take effect is an error, not a silent reset (the record would
+            # otherwise claim a precision that never ran).
+            for flag in ("bf16", "fp16"):
+                if getattr(self, flag):
+                    raise ValueError(f"--{flag} true needs a GPU and this machine has none: pass --{flag} false")
+            # CPU: no gradient checkpointing (~8x slower there).
             self.activation_checkpointing = False
             self.use_cpu = True
         super().__post_init__()
@@ -138,6 +148,23 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError("--gamma and --alpha must be non-negative")
         if self.merge_adapter and not self.use_peft:
             raise ValueError("--merge_adapter only applies with --use_peft")
+
+    def _check_numbers(self) -> None:
+        """Numbers that would silently break a run, refused before any work: NaN/inf anywhere, and a run that
+        cannot move the weights (an untouched target must never be saved as "unlearned")."""
+        from ..validation import check_finite_fields, check_positive
+
+        check_finite_fields(self)
+        check_positive(
+            self,
+            ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length"),
+            minimum={"weight_decay": 0.0, "warmup_steps": 0.0, "max_grad_norm": 0.0},
+        )
+        if self.max_steps == 0 or (self.max_steps < 0 and not self.num_train_epochs > 0):
+            raise ValueError(
+                "--max_steps 0 / --num_train_epochs 0 would save the untouched model as unlearned: give a positive "
+                "--max_steps, or leave it at -1 and give a positive --num_train_epochs"
+            )
 
 
 class UnlearnTrainer(Trainer):
@@ -206,8 +233,11 @@ class UnlearnTrainer(Trainer):
     # --- data ----------------------------------------------------------------------------------------------------
 
     def _get_train_sampler(self, train_dataset=None):
+        """The global pair stream, padded to whole optimizer steps; Accelerate shards it between ranks (see
+        ``llm_unlearn.data.pairing``), so every launch layout of the same global batch sees the same pairs."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return PairSampler(len(dataset.forget), len(dataset.retain), seed=self.args.seed, rank=self.args.process_index)
+        global_batch = self.get_total_train_batch_size(self.args)  # per-device batch x accumulation x data ranks
+        return PairSampler(len(dataset.forget), len(dataset.retain), seed=self.args.seed, global_batch=global_batch)
 
     # --- forward helpers -----------------------------------------------------------------------------------------
 
@@ -259,10 +289,20 @@ class UnlearnTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         terms = self.unlearn_losses(model, inputs)
-        for name, value in terms.items():
-            self._terms[name].append(value.detach().float().item())
+        values = {name: value.detach().float().item() for name, value in terms.items()}
+        for name, value in values.items():
+            self._terms[name].append(value)
+        if not math.isfinite(values["loss"]):
+            parts = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "loss")
+            raise DivergenceError(f"non-finite loss {values['loss']} at step {self.state.global_step + 1} ({parts})")
         loss = terms["loss"]
         return (loss, None) if return_outputs else loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and not math.isfinite(float(grad_norm)):
+            raise DivergenceError(f"non-finite gradient norm {float(grad_norm)} at step {self.state.global_step + 1}")
+        return grad_norm
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._terms and "loss" in logs:
