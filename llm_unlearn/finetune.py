@@ -148,7 +148,8 @@ def _check_output(cfg: FinetuneConfig, fp: str) -> bool:
     if cfg.overwrite or not is_nonempty_dir(out):
         return False
     if old and old.get("complete"):
-        changed = sorted(k for k in cfg.identity() if (old.get("config") or {}).get(k) != cfg.identity()[k])
+        ident = cfg.identity()
+        changed = sorted(k for k in ident if k != "data" and (old.get("config") or {}).get(k) != ident[k])
         what = f"another config (differs in: {', '.join(changed)})" if changed else "the same config on other data"
         raise FileExistsError(
             f"{out} holds a finished run with {what}; pass --overwrite to replace it (once the new run has "

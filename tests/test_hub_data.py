@@ -257,7 +257,7 @@ def test_data_check_cli_on_a_hub_dataset(hub, tofu, capsys):
     out = capsys.readouterr().out
     for split in ("forget10", "retain90", "forget10_perturbed", "retain_perturbed", "world_facts_perturbed"):
         assert f"{split}: {len(tofu[split])} items ok" in out
-    assert "forget10 and retain90 share no items" in out
+    assert "forget10 and retain90 have no duplicate items and share no items" in out
 
     assert main(["data", "check", "--data", TOFU, "--forget_split", "forget05"]) == 2
     err = capsys.readouterr().err.strip()
