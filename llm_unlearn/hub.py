@@ -340,7 +340,7 @@ def card_metadata(
                 task_name="Machine unlearning",
                 dataset_type=_hub_id(data_source)
                 or ("muse-style-text" if eval_result.get("benchmark") == "text" else "tofu-schema"),
-                dataset_name=str(data_source),
+                dataset_name=public_name(data_source, "data"),
                 dataset_split=forget_split,
                 metric_type=key,
                 metric_name=label,
@@ -416,16 +416,17 @@ def model_card(
     name = repo_id.split("/")[-1] if repo_id else run_dir.name
     meta = card_metadata(record, eval_result, adapter, name, hub_base, license)
     hp = record.get("hyperparameters") or {}
-    data_source = hp.get("data") or (eval_result or {}).get("data") or "unknown"
+    data_source = public_name(hp.get("data") or (eval_result or {}).get("data") or "unknown", "data")
     paper = _paper(record.get("paper"))
     adapter_base = None
     if adapter and (run_dir / "adapter_config.json").is_file():
         adapter_base = json.loads((run_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
 
     kind = "a LoRA adapter" if adapter else "a causal language model"
-    base_text = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{recorded_base}`"
+    local_base = public_name(recorded_base, "base_model")
+    base_text = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{local_base}`"
     if hub_base and recorded_base and recorded_base != hub_base:
-        base_text += f" (trained from the local copy `{recorded_base}`)"
+        base_text += f" (trained from the local copy `{local_base}`)"
     lines = [
         f"# {name}",
         "",
@@ -479,8 +480,9 @@ def model_card(
         "## Evaluation",
         "",
     ]
-    lines += _evaluation_section(eval_result, run_dir, data_source, record["forget_split"])
-    lines += ["", "## Usage", "", _usage(repo_id or str(run_dir), adapter, hub_base, adapter_base), ""]
+    lines += _evaluation_section(eval_result, Path(run_dir.name), data_source, record["forget_split"])
+    adapter_base = public_name(adapter_base, "base_model") if adapter_base else None
+    lines += ["", "## Usage", "", _usage(repo_id or run_dir.name, adapter, hub_base, adapter_base), ""]
     body = "\n".join(lines)
     text = f"---\n{meta.to_yaml()}\n---\n\n{body}"
     return f"{text}\n{CARD_MARKER}{hashlib.sha256(text.encode()).hexdigest()} -->\n"
@@ -502,7 +504,8 @@ def _evaluation_section(eval_result: dict | None, run_dir: Path, data_source: st
 
     split = eval_result.get("config", {}).get("forget_split", forget_split)
     return [
-        f"Against the retrained reference `{eval_result.get('reference')}` on `{eval_result.get('data')}`, forget "
+        f"Against the retrained reference `{public_name(eval_result.get('reference'), 'eval_reference')}` on "
+        f"`{public_name(eval_result.get('data'), 'data')}`, forget "
         f"split `{split}` (`llm-unlearn eval`). **Forget quality** is the p-value of a KS test between the model's "
         "and the reference's truth ratios on the forget set (1 = indistinguishable); **model utility** is the "
         "harmonic mean of probability, truth ratio and ROUGE-L on the retain and utility sets.",
@@ -558,7 +561,9 @@ def write_card(run_dir: Path, text: str, mode: str = "auto") -> bool:
                 f"{path} was not written by llm-unlearn (or was edited since): pass --card overwrite to replace it "
                 "with the generated card, or --card keep to upload it as it is"
             )
-    path.write_text(text)
+    from .runs import atomic_write_text
+
+    atomic_write_text(path, text)
     return True
 
 
@@ -595,6 +600,14 @@ def _is_local_path(key: str | None, value) -> bool:
         return Path(value).exists()
     except (OSError, ValueError):  # a name too long for the filesystem, or with a NUL: no file of ours
         return False
+
+
+def public_name(value, key: str | None = None):
+    """How the card names a source: a Hub id as it is, a local path by its last component only (the card is
+    published; the folders of the machine that made the run are not)."""
+    if _is_local_path(key, value):
+        return f"{Path(value).name} (a local folder)"
+    return value
 
 
 def _sanitize(value, key: str | None = None):

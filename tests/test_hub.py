@@ -155,7 +155,8 @@ def test_card_names_the_run_never_the_forget_text_and_carries_the_eval(full_run,
     result = load_eval_result(eval_json)
     text = model_card(full_run, result, repo_id="tester/tiny-unlearned")
 
-    assert record["base_model"] in text and "`regularized_ft`" in text
+    assert f"`{Path(record['base_model']).name} (a local folder)`" in text and "`regularized_ft`" in text
+    assert record["base_model"] not in text and str(small_bench) not in text  # no local path is published
     assert "Why Fine-tuning Struggles with Forgetting" in text and "https://arxiv.org/abs/2410.03833" in text
     assert f"| effective batch | {record['effective_batch']} (= 4 × 1 × 1) |" in text
     assert "| learning_rate | 0.002 |" in text and "| max_steps | 2 |" in text
@@ -182,7 +183,7 @@ def test_card_names_the_run_never_the_forget_text_and_carries_the_eval(full_run,
     assert name == "tiny-unlearned" and results[0].metric_type == "forget_quality"
     assert results[0].metric_value == pytest.approx(result["forget_quality"])
     assert {(r.task_type, r.task_name, r.dataset_name, r.dataset_split) for r in results} == {
-        ("text-generation", "Machine unlearning", str(small_bench), FORGET)
+        ("text-generation", "Machine unlearning", f"{small_bench.name} (a local folder)", FORGET)
     }
     assert results[0].metric_name == "Forget quality (KS p)"
 
@@ -198,7 +199,7 @@ def test_card_of_an_unevaluated_adapter_says_how_to_evaluate_and_load(adapter_ru
     text = model_card(adapter_run, repo_id="tester/tiny-lora")
     data = ModelCard(text).data
     assert data.library_name == "peft" and data.eval_results is None and "model-index" not in text
-    assert "Not evaluated yet" in text and f"llm-unlearn eval --model {adapter_run}" in text
+    assert "Not evaluated yet" in text and f"llm-unlearn eval --model {adapter_run.name} " in text
     assert "llm-unlearn push" in text
     assert 'AutoPeftModelForCausalLM.from_pretrained("tester/tiny-lora")' in text
     assert "PeftModel.from_pretrained" in text  # the adapter names its base by a local path
@@ -338,13 +339,11 @@ def test_push_uploads_only_the_allow_list_and_sanitized_record_and_config(
         assert name in skipped
     assert "secrets.txt" in skipped and "eval_cache/" in skipped
 
-    # no uploaded byte holds the forget set's text or the token; only the card names the local data and base model
-    leaks = [*forget_texts(small_bench), PLANTED_SECRET, str(run_dir)]
+    # no uploaded byte holds the forget set's text, the token or a local path (the card names folders by their name)
+    leaks = [*forget_texts(small_bench), PLANTED_SECRET, str(run_dir), str(small_bench), str(base)]
     for path, data in files.items():
         text = data.decode("utf-8", "ignore")
         assert not [t for t in leaks if t in text], path
-        if path != "README.md":  # the card names them in its body and metadata (see test_card_names_the_run...)
-            assert str(small_bench) not in text and str(base) not in text, path
     # plain files go up as they are; the record and config as sanitized copies: paths null, token gone, rest kept
     for name in expected - {RECORD, "unlearn_config.yaml"}:
         assert files[name] == (run_dir / name).read_bytes(), name

@@ -20,13 +20,12 @@ from ..data.loading import load_split
 from ..data.schema import BenchmarkSplits
 from ..runs import atomic_write_json, read_json_cache
 from . import metrics as M
+from .privacy import HOLDOUT, MIA_ATTACKS, privacy_scores, privacy_summary  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
-HOLDOUT = "holdout"
 EVAL_VERSION = 5  # bump when the result layout changes: invalidates cached evaluations
-MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")  # gradnorm only with --gradnorm
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
 ROLES = {
@@ -129,18 +128,6 @@ def _perturbed_list(row: dict) -> list[str]:
     return [p] if isinstance(p, str) else list(p)
 
 
-def privacy_scores(scores, answer: str) -> dict[str, float]:
-    """Membership-inference scores (higher = more member-like) and memorization of one answer."""
-    return {
-        "mia_loss": -scores.avg_loss,
-        "mia_zlib": M.zlib_score(scores.avg_loss, answer),
-        "mia_min_k": M.min_k_score(scores.logprobs),
-        "mia_min_k_plus_plus": M.min_k_plus_plus_score(scores.logprobs, scores.mu, scores.sigma),
-        "extraction_strength": M.extraction_strength(scores.argmax_match),
-        "exact_memorization": M.exact_memorization(scores.argmax_match),
-    }
-
-
 def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> list[dict]:
     """Holdout (never trained on) items: answer loss and attack scores, no generation."""
     from .scoring import score_answers
@@ -164,19 +151,6 @@ def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
     encoded = [formatter.encode(r["question"], r["answer"]) for r in rows]
     for item, norm in zip(items, gradient_norms(model, encoded, formatter.tokenizer.pad_token_id)):
         item["mia_gradnorm"] = -norm
-
-
-def privacy_summary(forget_items: list[dict], holdout_items: list[dict]) -> dict:
-    """MIA AUC (forget = members, holdout = non-members) per attack present, and mean memorization on forget."""
-    attacks = [a for a in MIA_ATTACKS if f"mia_{a}" in forget_items[0] and f"mia_{a}" in holdout_items[0]]
-    return {
-        "auc": {
-            a: M.roc_auc([it[f"mia_{a}"] for it in forget_items], [it[f"mia_{a}"] for it in holdout_items])
-            for a in attacks
-        },
-        "extraction_strength": float(np.mean([it["extraction_strength"] for it in forget_items])),
-        "exact_memorization": float(np.mean([it["exact_memorization"] for it in forget_items])),
-    }
 
 
 def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfig) -> dict:
@@ -301,6 +275,12 @@ def evaluate_qa(model, formatter, data: dict[str, list[dict]], cfg: EvalConfig, 
     """Splits, privacy and model utility of one model on a TOFU-schema benchmark."""
     from tqdm.auto import tqdm
 
+    from ..data.formatting import truncation_report
+
+    for role, split in role_splits(cfg.forget_split).items():  # scores of cut answers are not the whole answer's
+        message = truncation_report(formatter, data[role], split).warning()
+        if message:
+            logger.warning("evaluation: %s", message)
     splits = {}
     for role in tqdm(ROLES, desc=f"evaluating {name}", leave=False):
         splits[role] = evaluate_split(model, formatter, data[role], role, cfg)

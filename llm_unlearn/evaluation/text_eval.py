@@ -4,7 +4,7 @@
   at EOS) of a forget-document prefix and the document's true continuation.
 - **KnowMem**: ROUGE-L F1 between the greedy one-line answer (``knowmem_max_new_tokens``, 32 by default) to a
   question about the forget (resp. retain) documents and the true answer. KnowMem on retain is the utility.
-- **Membership inference**: the scores of ``evaluator.privacy_scores`` on the first ``max_length`` tokens of each
+- **Membership inference**: the scores of ``privacy.privacy_scores`` on the first ``max_length`` tokens of each
   forget document (members) and holdout document (non-members), every token scored.
 
 Prompts are plain text (no chat template): raw-text corpora are for base models, as in MUSE.
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.text import chunk_document, load_documents, load_knowmem, load_verbmem
 from . import metrics as M
-from .evaluator import HOLDOUT  # the key of the non-member split, shared with the QA evaluation
+from .privacy import HOLDOUT, privacy_scores, privacy_summary
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ def knowmem_items(model, tokenizer, rows: list[dict], cfg) -> list[dict]:
 
 def document_items(model, tokenizer, docs: list[str], cfg) -> list[dict]:
     """Attack scores and memorization of the first ``max_length`` tokens of each document."""
-    from .evaluator import privacy_scores
     from .scoring import gradient_norms, score_encoded
 
     heads = [chunk_document(tokenizer, d, cfg.max_length)[0] for d in docs]
@@ -89,8 +88,6 @@ def document_items(model, tokenizer, docs: list[str], cfg) -> list[dict]:
 def evaluate_text(model, tokenizer, data: dict[str, list], cfg) -> dict:
     """Splits (per-item values and aggregates), privacy and utility of one model on a text benchmark."""
     from tqdm.auto import tqdm
-
-    from .evaluator import privacy_summary
 
     splits = {}
     for role in tqdm(TEXT_ROLES, desc="text evaluation", leave=False):
