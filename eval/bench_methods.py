@@ -42,11 +42,12 @@ PLAIN = "finetune (no regularizer)"
 
 
 def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
-    from llm_unlearn.unlearn import RECORD, parse_args, run
+    from llm_unlearn.stages import unlearn
+    from llm_unlearn.unlearn import RECORD
 
     if out.exists():
         shutil.rmtree(out)
-    cfg, trainer_cls = parse_args(
+    unlearn(
         [
             "--config",
             str(ROOT / "configs" / recipe),
@@ -61,7 +62,6 @@ def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
             *extra,
         ]
     )
-    run(cfg, trainer_cls)
     return json.loads((out / RECORD).read_text())
 
 
@@ -131,7 +131,7 @@ def main() -> None:
         print("\n| method | step time / plain fine-tuning step |\n|---|---:|")
         for name, sec in step_seconds.items():
             print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} |")
-    from llm_unlearn.evaluation.report import write_runs_report
+    from llm_unlearn.stages import report as write_runs_report
 
     run_dirs = [work / "target"] + [
         work / "bench" / RUNS[n][0].removesuffix(".yaml").removeprefix("embedded_") for n in names

@@ -25,9 +25,10 @@ def main() -> None:
 
     from llm_unlearn.data.schema import BenchmarkSplits
     from llm_unlearn.evaluation.evaluator import EvalConfig
-    from llm_unlearn.finetune import FinetuneConfig, finetune
+    from llm_unlearn.finetune import FinetuneConfig
     from llm_unlearn.pipeline import run_embedded_pipeline
     from llm_unlearn.stages import evaluate as run_eval
+    from llm_unlearn.stages import finetune
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
     start = time.perf_counter()

@@ -66,7 +66,10 @@ def cmd_data_synth(args) -> int:
 def cmd_data_text(args) -> int:
     from .data.synth import write_text_corpus
 
+    from .runs import check_output_location
+
     out = Path(args.out)
+    check_output_location(out, {"data": args.data}, flag="out")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{out} is not empty; pass --overwrite or choose another --out")
     write_text_corpus(args.data, out, forget_split=args.forget_split)

@@ -303,15 +303,16 @@ class StagedOutput:
 
 
 @contextlib.contextmanager
-def staged_files(folder: str | Path):
+def staged_files(folder: str | Path, last: tuple[str, ...] = ()):
     """Write a set of files into a temporary folder inside ``folder``; when the block ends without error each file
-    is moved into ``folder`` with ``os.replace`` (atomic per file). On error nothing in ``folder`` changes."""
+    is moved into ``folder`` with ``os.replace`` (atomic per file), the names in ``last`` (e.g. a manifest that
+    marks the set as complete) after all others. On error nothing in ``folder`` changes."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
     try:
         yield tmp
-        for p in sorted(tmp.iterdir()):
+        for p in sorted(tmp.iterdir(), key=lambda p: (p.name in last, p.name)):
             os.replace(p, folder / p.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -65,17 +65,19 @@ def check_hub_reachable(repo_id: str, flag: str, repo_type: str = "model") -> No
             f"{flag} {repo_id}: not a local folder, and not in the local Hub cache while the Hub is offline "
             "(HF_HUB_OFFLINE=1); pass a local folder, or download it first"
         )
-    import httpx
     from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
     url = f"{constants.ENDPOINT}/api/{repo_type}s/{repo_id}"
     try:
-        httpx.get(url, timeout=5.0, headers={"user-agent": "llm_unlearn"})
-    except httpx.HTTPError as e:
+        response = get_session().get(url, timeout=5.0)  # one request: no retries, whatever the client's transport
+    except Exception as e:
         raise FileNotFoundError(
             f"{flag} {repo_id}: not a local folder, and the Hub ({constants.ENDPOINT}) cannot be reached "
             f"({type(e).__name__}); pass a local folder or check the network / HF_ENDPOINT"
         ) from None
+    if response.status_code == 404:  # 401/403 (private, gated) are left to the download, which takes the token
+        raise FileNotFoundError(f"{flag} {repo_id}: no such local folder, and no such {repo_type} on the Hub")
 
 
 def check_tokenizer(tokenizer, source: str) -> None:

@@ -448,3 +448,15 @@ def test_a_distributed_config_that_cannot_take_effect_is_refused(env, no_model_l
     err = capsys.readouterr().err
     assert re.search(r"FSDP .* needs GPUs .*mixed precision bf16", err), err
     assert snapshot(env.protected) == before
+
+
+def test_a_hub_id_that_cannot_be_reached_fails_at_once(env, no_model_loads, monkeypatch, capsys):
+    """Online but with no route to the Hub: one line from one probe request (no model download is attempted:
+    ``no_model_loads`` would fail the test), not the download's retries."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    assert main([*unlearn(env), "--model_name_or_path", "someone/some-model"]) == 2
+    err = capsys.readouterr().err
+    assert "someone/some-model: not a local folder, and the Hub (http://127.0.0.1:9) cannot be reached" in err

@@ -341,14 +341,18 @@ def write_benchmark(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
         raise FileExistsError(
             f"{out} already holds .jsonl files that are not a synthetic benchmark; choose another --out"
         )
+    from ..runs import staged_files
+
     splits = generate(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(out / f"{name}.jsonl", "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-    meta["splits"] = {name: len(rows) for name, rows in splits.items()}
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    # All splits appear together (benchmark.json, which marks the folder as a finished benchmark, last): an
+    # interrupted write leaves the folder as it was.
+    with staged_files(out, last=(meta_path.name,)) as tmp:
+        for name, rows in splits.items():
+            with open(tmp / f"{name}.jsonl", "w") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+        meta["splits"] = {name: len(rows) for name, rows in splits.items()}
+        (tmp / meta_path.name).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 

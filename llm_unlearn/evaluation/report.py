@@ -1042,7 +1042,7 @@ def write_runs_report(
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     check_output_location(out, {f"run {r.name}": r.json_path.parent for r in runs}, flag="out")
-    with staged_files(out) as tmp:
+    with staged_files(out, last=(MANIFEST,)) as tmp:
         written = _write_runs_files(runs, tmp, n_resamples, seed)
     table = written.pop()
     written = [out / p.name for p in written]
