@@ -56,7 +56,10 @@ class UnlearnConfig(TrainingArguments):
         granularity (`str`, defaults to `"per_module"`): top entries per parameter tensor, or ``global``.
         selection_exclude (`str`, defaults to `"embed,lm_head,norm"`): comma-separated name fragments never selected.
         lora_top_modules (`int`, defaults to `4`): under LoRA + selection, adapters go on this many top modules.
-        overwrite_output (`bool`, defaults to `False`): replace a non-empty ``output_dir``.
+        overwrite_output (`bool`, defaults to `False`): replace a non-empty ``output_dir`` (only once the new run
+            has finished: training writes into ``.NAME.partial`` beside it).
+        resume_from_checkpoint (`str`, *optional*): a checkpoint folder, or ``true`` for the newest checkpoint of the
+            interrupted run into ``output_dir``.
         eval_reference (`str`, *optional*): retrained reference (model folder or its eval JSON): when given, the
             unlearned model is evaluated against it after training (on ``data``, ``forget_split``) and the model card
             of ``push_to_hub`` carries the evaluation.
@@ -92,13 +95,25 @@ class UnlearnConfig(TrainingArguments):
         default="embed,lm_head,norm", metadata={"help": "Comma-separated name fragments never selected."}
     )
     lora_top_modules: int = field(default=4, metadata={"help": "Under LoRA + selection: modules given adapters."})
-    overwrite_output: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
+    overwrite_output: bool = field(
+        default=False,
+        metadata={"help": "Replace a non-empty output_dir (only once the new run has finished)."},
+    )
     eval_reference: str | None = field(
         default=None,
         metadata={
             "help": "Retrained reference (model folder or its eval JSON): when given, the unlearned model is "
             "evaluated against it after training (on --data, --forget_split) and the card of --push_to_hub carries "
             "the evaluation."
+        },
+    )
+
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue an interrupted run: a checkpoint folder, or true for the newest checkpoint that the "
+            "interrupted run into output_dir kept in .NAME.partial/ beside it (checkpoints are written with "
+            "--save_strategy steps --save_steps N). The run ends with the same weights as an uninterrupted one."
         },
     )
 
