@@ -65,7 +65,6 @@ def cmd_data_synth(args) -> int:
 
 def cmd_data_text(args) -> int:
     from .data.synth import write_text_corpus
-
     from .runs import check_output_location
 
     out = Path(args.out)
@@ -108,12 +107,16 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .evaluation.calibration import calibration_lines
     from .evaluation.evaluator import EvalConfig, markdown_table
     from .stages import evaluate
 
     cfg = dataclass_from_args(EvalConfig, args)
-    compared = evaluate(args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite)
+    compared = evaluate(
+        args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite, args.target
+    )
     print(markdown_table(compared))
+    print("\n".join(calibration_lines(compared.get("calibration"))))
     print("written: " + ", ".join(compared["report_files"]))
     return 0
 
@@ -210,7 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="Evaluate a model against the retrained reference.")
     ev.add_argument("--model", required=True, help="Folder of the model (or adapter) to evaluate.")
-    ev.add_argument("--reference", help="Retrained reference: its model folder, or the JSON of its evaluation.")
+    ev.add_argument(
+        "--reference",
+        nargs="+",
+        help="Retrained reference: its model folder, or the JSON of its evaluation. Several references (replicas "
+        "trained on the same retain split with another --data_seed or --seed; the first is the primary) give the "
+        "noise floor of forget quality and a verdict.",
+    )
+    ev.add_argument(
+        "--target",
+        help="The untouched target (model folder or evaluation JSON) for the discrimination check and the utility "
+        "retention (default: the base model in MODEL/unlearn_record.json; a model without a record is its own).",
+    )
     ev.add_argument("--data", required=True, help="Local folder of TOFU-schema files, or a Hub dataset id.")
     ev.add_argument(
         "--output", help="Result JSON (default MODEL/eval_<forget_split>.json); a .md table is written beside it."

@@ -37,6 +37,8 @@ class FinetuneConfig:
         output_dir: where the model folder is written.
         model: ``embedded:tiny-llama`` (default) or a Hub id / local path of a causal LM.
         seed: seed of initialisation and data order (default 0).
+        data_seed: seed of the data order alone (default: ``seed``), for reference replicas that share the
+            initialisation.
         num_train_epochs: epochs (default 20: the tiny model memorises the benchmark in about that many).
         learning_rate: peak learning rate (default 2e-3 for the tiny model; use ~1e-5 for a 1B model).
         per_device_train_batch_size: batch size per device (default 16).
@@ -67,6 +69,14 @@ class FinetuneConfig:
         default=EMBEDDED_MODEL, metadata={"help": "embedded:tiny-llama, or a Hub id / path of a causal LM."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and data order."})
+    data_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the data order alone (default: --seed). A reference replica that differs from the "
+            "first only in data order keeps --seed (the same initialisation, as real unlearning starts from one "
+            "pretrained model) and takes another --data_seed; another --seed changes both."
+        },
+    )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Training epochs."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (use ~1e-5 for a 1B model)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
@@ -108,6 +118,8 @@ class FinetuneConfig:
         d.pop("output_dir")
         if d["data_format"] == "qa":
             d.pop("data_format")  # QA runs recorded before text support existed keep matching
+        if d["data_seed"] is None:
+            d.pop("data_seed")  # the data order follows --seed, as in runs recorded before --data_seed existed
         return d
 
     @property
@@ -285,7 +297,7 @@ def training_arguments(cfg: FinetuneConfig, **overrides):
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,
-        data_seed=cfg.seed,
+        data_seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         bf16=gpu and torch.cuda.is_bf16_supported(),
         use_cpu=not gpu,
         remove_unused_columns=False,

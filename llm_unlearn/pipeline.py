@@ -72,6 +72,7 @@ def run_embedded_pipeline(
     """
     from .data.schema import BenchmarkSplits
     from .data.synth import SynthConfig
+    from .evaluation.calibration import calibration_lines
     from .evaluation.evaluator import EvalConfig, markdown_table
     from .finetune import FinetuneConfig
     from .stages import evaluate as run_eval
@@ -96,14 +97,30 @@ def run_embedded_pipeline(
             FinetuneConfig(data=data, split=splits.retain, output_dir=str(work / "reference"), seed=ref_seed)
         ),
     )
+    # A replica of the reference that differs only in data order (same initialisation): forget quality between the
+    # two is the noise floor that every forget-quality number of this benchmark is read against.
+    replica = _timed(
+        timings,
+        "reference_2",
+        lambda: finetune(
+            FinetuneConfig(
+                data=data,
+                split=splits.retain,
+                output_dir=str(work / "reference_2"),
+                seed=ref_seed,
+                data_seed=ref_seed + 1,
+            )
+        ),
+    )
     unlearned = None
     if method:
         unlearned = _timed(timings, "unlearning", lambda: unlearn_embedded(work, method, forget_split, seed))
 
     def evaluate():
         cfg = EvalConfig(forget_split=forget_split)
-        target_eval = run_eval(str(target), str(reference), data, cfg)
-        return target_eval, (run_eval(str(unlearned), str(reference), data, cfg) if unlearned else None)
+        refs = [str(reference), str(replica)]
+        target_eval = run_eval(str(target), refs, data, cfg)
+        return target_eval, (run_eval(str(unlearned), refs, data, cfg) if unlearned else None)
 
     compared, unlearned_eval = _timed(timings, "evaluation", evaluate)
     print(
@@ -111,9 +128,11 @@ def run_embedded_pipeline(
         f"forget split {forget_split}:\n"
     )
     print(markdown_table(compared))
+    print("\n" + "\n".join(calibration_lines(compared.get("calibration"))))
     if unlearned_eval is not None:
         print(f"\nAfter unlearning with {method} ({unlearned}) vs the retrained reference:\n")
         print(markdown_table(unlearned_eval))
+        print("\n" + "\n".join(calibration_lines(unlearned_eval.get("calibration"))))
     print(
         "\nstage seconds: "
         + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())

@@ -34,12 +34,17 @@ def unlearn(argv: list[str]) -> Path:
     return run(cfg, trainer_cls)
 
 
-def evaluate(model, reference, data, cfg, output=None, use_cache: bool = True, overwrite: bool = False) -> dict:
-    """Evaluate ``model`` against the retrained ``reference`` (see :func:`llm_unlearn.evaluation.run.run_eval`)."""
+def evaluate(
+    model, reference, data, cfg, output=None, use_cache: bool = True, overwrite: bool = False, target=None
+) -> dict:
+    """Evaluate ``model`` against the retrained ``reference`` (or a list of references: the first is the primary,
+    the others give the noise floor); see :func:`llm_unlearn.evaluation.run.run_eval`."""
     from .evaluation.run import run_eval
 
+    if reference is not None:
+        reference = str(reference) if isinstance(reference, (str, Path)) else [str(r) for r in reference]
     return run_eval(
-        str(model), None if reference is None else str(reference), str(data), cfg, output, use_cache, overwrite
+        str(model), reference, str(data), cfg, output, use_cache, overwrite, None if target is None else str(target)
     )
 
 

@@ -107,6 +107,38 @@ def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys
     assert len(list((ref / "eval_cache").glob("*.json"))) == 1
 
 
+def test_eval_with_two_references_reports_the_noise_floor_and_a_verdict(models, small_bench, tmp_path, capsys):
+    from llm_unlearn.evaluation import metrics as M
+
+    target, ref = models
+    replica = finetune(
+        FinetuneConfig(data=str(small_bench), output_dir=str(tmp_path / "ref2"), split="retain90", data_seed=1, **TINY)
+    )
+    out = tmp_path / "two.json"
+    rc = main(
+        ["eval", "--model", str(target), "--reference", str(ref), str(replica), "--data", str(small_bench)]
+        + ["--output", str(out), "--max_new_tokens", "4"]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    cal = json.loads(out.read_text())["calibration"]
+    assert cal["references"] == [str(ref), str(replica)]
+
+    def ratios(path):
+        return [it["truth_ratio"] for it in json.loads(path.read_text())["splits"]["forget"]["items"]]
+
+    ref_json = tmp_path / "r.json"
+    rep_json = tmp_path / "rep.json"
+    assert _eval(ref, ref, small_bench, ref_json, "--max_new_tokens", "4") == 0
+    assert _eval(replica, replica, small_bench, rep_json, "--max_new_tokens", "4") == 0
+    assert cal["noise_floor"] == M.forget_quality(ratios(ref_json), ratios(rep_json))
+    assert cal["discrimination"] is not None  # a model without an unlearning record is its own target
+    assert "Verdict: " in printed and f"noise floor {cal['noise_floor']:.3g}" in printed
+    assert "## Calibration" in out.with_suffix(".md").read_text()
+    # the record's data seed differs, the initialisation does not
+    assert json.loads((replica / RECORD).read_text())["config"]["data_seed"] == 1
+
+
 def test_model_against_itself_has_forget_quality_one(models, small_bench, tmp_path):
     _, ref = models
     out = tmp_path / "self.json"

@@ -20,7 +20,13 @@ def test_embedded_pipeline_discriminates(tmp_path):
     assert s["forget/rouge_l_recall"] >= 0.9
     assert r["forget/rouge_l_recall"] <= 0.5
     assert s["retain/rouge_l_recall"] >= 0.9 and r["retain/rouge_l_recall"] >= 0.9
-    assert set(run["timings"]) == {"data", "target", "reference", "unlearning", "evaluation"}
+    assert set(run["timings"]) == {"data", "target", "reference", "reference_2", "unlearning", "evaluation"}
+    # Calibration: two references (data-order replicas) give the noise floor; the target is far below it, so forget
+    # quality discriminates on this benchmark; the unlearned model's utility is read part by part.
+    cal = target["calibration"]
+    assert len(cal["references"]) == 2 and cal["noise_floor"] > 0.05
+    assert cal["discrimination"]["informative"] and cal["verdict"]["distinguishable"]
+    assert cal["forget_quality_per_reference"][0] == target["forget_quality"]
     # Membership inference: the target's forget items are told from never-seen holdout items, the reference's not.
     assert s["mia_auc/min_k"] > 0.9 and 0.3 < r["mia_auc/min_k"] < 0.7
     assert s["privleak"] > 50 and r["privleak"] == 0.0
@@ -30,6 +36,16 @@ def test_embedded_pipeline_discriminates(tmp_path):
     assert unlearned["summary"]["forget/rouge_l_recall"] < 0.6
     assert unlearned["model_utility"] > 0.8 * target["model_utility"]
     assert unlearned["summary"]["privleak"] < s["privleak"]  # unlearning moves PrivLeak toward 0
+    retention = unlearned["calibration"]["utility_retention"]
+    assert set(retention["components"]) == {
+        f"{r}/{m}"
+        for r in ("retain", "real_authors", "world_facts")
+        for m in ("probability", "rouge_l_recall", "truth_ratio")
+    }
+    assert retention["minimum"] == min(retention["components"].values())
+    assert unlearned["calibration"]["discrimination"]["target_forget_quality"] == target["forget_quality"]
+    md = (tmp_path / "unlearned" / "regularized_ft" / "eval_forget10.md").read_text()
+    assert "## Calibration" in md and "noise floor" in md and "| retain/rouge_l_recall |" in md
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| target | (before unlearning) |" in report and (tmp_path / "report" / "fq_vs_mu.png").stat().st_size
 

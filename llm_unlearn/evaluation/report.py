@@ -491,6 +491,31 @@ def ecdf_for(compared: Mapping, path: Path, name: str, before: Mapping | None = 
 # --- one evaluation -------------------------------------------------------------------------------------------------
 
 
+def _calibration_section(compared: Mapping) -> list[str]:
+    """What the forget-quality number means here: verdict, noise floor, discrimination, utility retention."""
+    from .calibration import calibration_lines
+
+    cal = compared.get("calibration")
+    if not cal:
+        return []
+    lines = ["## Calibration", ""]
+    floor = cal.get("noise_floor")
+    lines.append(
+        f"- Forget quality {cal['forget_quality_median']:.3g} (median over {len(cal['references'])} reference(s)); "
+        + (
+            f"noise floor {floor:.3g} (forget quality between the references themselves)"
+            if floor is not None
+            else "noise floor unknown: only one reference (train a replica with `finetune --data_seed`)"
+        )
+    )
+    lines += [f"- {line}" for line in calibration_lines(cal)]
+    retention = cal.get("utility_retention")
+    if retention:
+        lines += ["", "| utility component | unlearned / target |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in retention["components"].items()]
+    return [*lines, ""]
+
+
 def eval_report_markdown(
     compared: Mapping, cis: Mapping, png_name: str | None, ecdf_note: str, n_resamples: int, seed: int
 ) -> str:
@@ -510,6 +535,7 @@ def eval_report_markdown(
         "",
         plain_reading(compared, cis),
         "",
+        *_calibration_section(compared),
         "## Metrics",
         "",
         metrics_table(compared, cis),

@@ -11,27 +11,26 @@ import json
 from pathlib import Path
 
 from ..runs import atomic_write_json, check_output_location, staged_files
+from ..validation import check_model_source
 from .evaluator import RESULT_KIND, compare, data_fingerprint, evaluate_model, load_eval_data, load_result
 
 
-def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg) -> None:
-    """A saved reference evaluation must be of the same data and forget split as this evaluation."""
+def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg, flag: str = "--reference") -> None:
+    """A saved evaluation must be of the same data and forget split as this evaluation."""
     split = (ref.get("config") or {}).get("forget_split")
     if split != cfg.forget_split:
         raise ValueError(
-            f"--reference {path} was evaluated on forget split {split!r}, not {cfg.forget_split!r}: evaluate the "
-            "reference on the same split (or pass its model folder)"
+            f"{flag} {path} was evaluated on forget split {split!r}, not {cfg.forget_split!r}: evaluate it on the "
+            "same split (or pass its model folder)"
         )
     if ref.get("data_fingerprint") != data_fingerprint(eval_data):
         raise ValueError(
-            f"--reference {path} was evaluated on other data ({ref.get('data')}) than --data: pass the reference's "
-            "model folder to evaluate it on this data"
+            f"{flag} {path} was evaluated on other data ({ref.get('data')}) than --data: pass its model folder to "
+            "evaluate it on this data"
         )
 
 
 def check_eval_inputs(model: str, reference: str | None, output: Path) -> None:
-    from ..validation import check_model_source
-
     if reference is None:
         raise ValueError(
             "--reference is required: forget quality is measured against a retrained reference "
@@ -75,32 +74,82 @@ def write_report(compared: dict, output: Path, overwrite: bool) -> list[Path]:
     return [output, *(output.parent / p.name for p in extra)]
 
 
+def _target_of(model: str, target: str | None) -> tuple[str | None, bool]:
+    """(the untouched target to calibrate against, whether it is the model itself). Default: the base model named
+    in the run's ``unlearn_record.json`` when it is a local folder; a model without a record is its own target."""
+    if target:
+        if not Path(target).exists():
+            raise FileNotFoundError(f"--target {target}: neither a model folder nor an evaluation JSON file")
+        return target, Path(target).resolve() == Path(model).resolve()
+    record = Path(model) / "unlearn_record.json"
+    if not record.is_file():
+        return model, True
+    try:
+        base = json.loads(record.read_text()).get("base_model")
+    except ValueError:
+        base = None
+    if base and Path(base).is_dir():
+        return base, Path(base).resolve() == Path(model).resolve()
+    return None, False
+
+
+def _load_or_evaluate(path: Path, data: str, cfg, eval_data: dict, use_cache: bool, flag: str) -> dict:
+    if path.is_file():
+        result = load_result(path)
+        _check_reference_json(result, path, eval_data, cfg, flag)
+        return result
+    return evaluate_model(path, data, cfg, use_cache=use_cache, data=eval_data)
+
+
 def run_eval(
     model: str,
-    reference: str,
+    reference: str | list[str],
     data: str,
     cfg,
     output: str | None = None,
     use_cache: bool = True,
     overwrite: bool = False,
+    target: str | None = None,
 ) -> dict:
-    """Evaluate ``model`` and compare it to ``reference``; write the JSON and Markdown reports."""
+    """Evaluate ``model`` and compare it to the retrained reference(s); write the JSON and Markdown reports.
+
+    ``reference`` may be several retrained references (the first is the primary one, the others replicas): the
+    result then carries the noise floor (forget quality between them) and a verdict in words; the untouched
+    ``target`` (default: see :func:`_target_of`) gives the discrimination check and the utility retention. See
+    :mod:`llm_unlearn.evaluation.calibration`.
+    """
+    references = [reference] if reference is None or isinstance(reference, (str, Path)) else list(reference)
     out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split.replace('/', '_')}.json"
-    check_eval_inputs(model, reference, out)
+    for ref in references:
+        check_eval_inputs(model, ref, out)
     check_output_file(out, overwrite)
+    target, target_is_model = _target_of(model, target)
     # The output sits beside the evaluated model by design; it must not land in the data or in another model's folder.
     guarded = {"data": data}
-    if Path(reference).resolve() != Path(model).resolve():
-        guarded["reference"] = reference
+    for i, ref in enumerate(references):
+        if Path(ref).resolve() != Path(model).resolve():
+            guarded[f"reference {ref}" if i else "reference"] = ref
     check_output_location(out, guarded, flag="output")
     eval_data = load_eval_data(data, cfg)  # validated before any model is loaded
-    ref_path = Path(reference)
-    if ref_path.is_file():
-        ref = load_result(ref_path)
-        _check_reference_json(ref, ref_path, eval_data, cfg)
-    else:
-        ref = evaluate_model(ref_path, data, cfg, use_cache=use_cache, data=eval_data)
+    saved = [(r, "--reference") for r in references] + ([(target, "--target")] if target else [])
+    for path, flag in saved:  # saved evaluations are checked before any model is evaluated
+        if Path(path).is_file():
+            _check_reference_json(load_result(Path(path)), Path(path), eval_data, cfg, flag)
+        elif flag == "--target":
+            check_model_source(path, flag)
+    refs = [_load_or_evaluate(Path(r), data, cfg, eval_data, use_cache, "--reference") for r in references]
     result = evaluate_model(model, data, cfg, use_cache=use_cache, data=eval_data)
-    compared = compare(result, ref)
+    compared = compare(result, refs[0])
+    if result.get("benchmark") != "text":
+        from .calibration import calibrate
+
+        target_result = None
+        if target is not None:
+            target_result = (
+                result
+                if target_is_model
+                else _load_or_evaluate(Path(target), data, cfg, eval_data, use_cache, "--target")
+            )
+        compared["calibration"] = calibrate(result, refs, target_result, target_is_model)
     compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
     return compared

@@ -1,0 +1,98 @@
+"""Calibrated forget quality (noise floor, verdict, discrimination) and utility retention, on hand-made results."""
+
+import pytest
+
+from llm_unlearn.evaluation import calibration as C
+from llm_unlearn.evaluation import metrics as M
+
+UTILITY = {"probability": 0.8, "rouge_l_recall": 0.9, "truth_ratio": 0.5}
+
+
+def result(name, ratios, utility=None, forget=None):
+    """The parts of an evaluation result that calibration reads."""
+    splits = {
+        "forget": {
+            "items": [{"truth_ratio": r} for r in ratios],
+            "aggregate": {"probability": 0.5, "truth_ratio": 0.6, "rouge_l_recall": 0.5, **(forget or {})},
+        }
+    }
+    for role in C.UTILITY_ROLES:
+        splits[role] = {"items": [], "aggregate": dict((utility or {}).get(role, UTILITY))}
+    return {
+        "kind": "llm_unlearn.eval",
+        "model": name,
+        "data": "d",
+        "data_fingerprint": "f",
+        "config": {"forget_split": "forget10"},
+        "benchmark": "qa",
+        "model_utility": 0.7,
+        "splits": splits,
+        "privacy": None,
+    }
+
+
+A = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+B = [0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85]
+FAR = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+
+
+def test_noise_floor_is_the_lowest_forget_quality_between_references():
+    assert C.noise_floor([result("r1", A)]) == (None, [])
+    floor, pairs = C.noise_floor([result("r1", A), result("r2", B), result("r3", FAR)])
+    assert len(pairs) == 3
+    assert floor == pytest.approx(M.forget_quality(A, FAR)) == pytest.approx(M.forget_quality(B, FAR))
+    assert {(p["a"], p["b"]) for p in pairs} == {("r1", "r2"), ("r1", "r3"), ("r2", "r3")}
+
+
+def test_verdict_needs_both_0_05_and_the_floor():
+    assert C.verdict(0.2, 0.5)["distinguishable"]  # above 0.05, below what retraining itself reaches
+    assert not C.verdict(0.6, 0.5)["distinguishable"]
+    assert not C.verdict(0.06, 1e-7)["distinguishable"]
+    assert C.verdict(0.01, 1e-7)["distinguishable"]  # a low floor does not lower the 0.05 bar
+    text = C.verdict(0.3, None)["text"]
+    assert "not distinguishable" in text and "noise floor is unknown" in text and "--data_seed" in text
+
+
+def test_discrimination_names_the_measures_that_see_the_forget_set():
+    target = {
+        "forget/probability": 0.97,
+        "forget/rouge_l_recall": 1.0,
+        "mia_auc/min_k": 0.55,
+        "forget/truth_ratio": 0.5,
+    }
+    ref = {"forget/probability": 0.3, "forget/rouge_l_recall": 0.3, "mia_auc/min_k": 0.5, "forget/truth_ratio": 0.52}
+    blind = C.discrimination(0.17, 1e-7, target, ref)
+    assert not blind["informative"]
+    assert [m["measure"] for m in blind["discriminating_measures"]] == ["forget/probability", "forget/rouge_l_recall"]
+    assert "NOT informative" in blind["text"] and "forget probability (target − reference +0.67)" in blind["text"]
+    assert "membership" not in blind["text"]  # a gap of 0.05 in AUC does not count
+    assert C.discrimination(1e-12, 0.6, target, ref)["informative"]  # far below min(0.05, floor) / 100
+    assert not C.discrimination(1e-3, 0.6, target, ref)["informative"]  # the bar is 0.05 / 100 with a floor of 0.6
+
+
+def test_utility_retention_shows_the_collapse_a_harmonic_mean_hides():
+    target = result("t", A)
+    collapsed = result("u", A, utility={"retain": {"probability": 0.26, "rouge_l_recall": 0.38, "truth_ratio": 0.5}})
+    r = C.utility_retention(collapsed, target)
+    assert r["components"]["retain/probability"] == pytest.approx(0.26 / 0.8)
+    assert r["components"]["world_facts/truth_ratio"] == pytest.approx(1.0)
+    assert r["minimum"] == pytest.approx(0.26 / 0.8) and r["worst"] == "retain/probability"
+    assert r["below_90"] == ["retain/probability", "retain/rouge_l_recall"]
+    assert "WARNING: below 90 %" in r["text"]
+    assert C.utility_retention(target, target)["below_90"] == []
+
+
+def test_calibrate_against_two_references_with_the_target():
+    refs = [result("r1", A), result("r2", B)]
+    target, unlearned = result("t", FAR), result("u", B)
+    cal = C.calibrate(unlearned, refs, target, target_is_model=False)
+    assert cal["forget_quality_per_reference"] == [M.forget_quality(B, A), M.forget_quality(B, B)]
+    assert cal["noise_floor"] == pytest.approx(M.forget_quality(A, B))
+    assert cal["discrimination"]["target_forget_quality"] == pytest.approx(M.forget_quality(FAR, A))
+    assert cal["utility_retention"]["minimum"] == pytest.approx(1.0)
+    lines = C.calibration_lines(cal)
+    assert lines[0].startswith("Verdict: not distinguishable from retraining")
+    assert any("against each of the 2 references" in line for line in lines)
+    own = C.calibrate(target, refs[:1], target, target_is_model=True)
+    assert own["utility_retention"] is None and own["noise_floor"] is None
+    assert own["verdict"]["distinguishable"]
