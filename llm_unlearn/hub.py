@@ -321,7 +321,7 @@ def _metrics(eval_result: dict) -> list[tuple[str, str, float]]:
         except (KeyError, ValueError):  # a summary key the table has no name for
             label = key
         out.append((key, label, float(value)))
-    return out
+    return out + [(k, label, float(v)) for k, label, v in _calibration_metrics(eval_result) if math.isfinite(v)]
 
 
 def card_metadata(
@@ -511,7 +511,35 @@ def _evaluation_section(eval_result: dict | None, run_dir: Path, data_source: st
         "harmonic mean of probability, truth ratio and ROUGE-L on the retain and utility sets.",
         "",
         markdown_table(eval_result),
+        *_calibration_lines(eval_result),
     ]
+
+
+def _calibration_lines(eval_result: dict) -> list[str]:
+    """The noise floor beside forget quality, the verdict, the discrimination check and the utility retention (the
+    local paths of the references are not named)."""
+    from .evaluation.calibration import calibration_lines
+
+    cal = eval_result.get("calibration")
+    if not cal:
+        return ["", "Noise floor of forget quality: unknown (evaluated without calibration)."]
+    floor = cal.get("noise_floor")
+    head = (
+        f"Noise floor of forget quality (between {len(cal['references'])} retrained references): {floor:.3g}."
+        if floor is not None
+        else "Noise floor of forget quality: unknown (one retrained reference)."
+    )
+    return ["", head, "", *(f"- {line}" for line in calibration_lines(cal))]
+
+
+def _calibration_metrics(eval_result: dict) -> list[tuple[str, str, float]]:
+    cal = eval_result.get("calibration") or {}
+    out = []
+    if cal.get("noise_floor") is not None:
+        out.append(("noise_floor", "Noise floor of forget quality (reference vs reference)", cal["noise_floor"]))
+    if cal.get("utility_retention"):
+        out.append(("min_utility_retention", "Minimum utility retention", cal["utility_retention"]["minimum"]))
+    return out
 
 
 # --- the push -----------------------------------------------------------------------------------------------------

@@ -176,7 +176,11 @@ def test_card_names_the_run_never_the_forget_text_and_carries_the_eval(full_run,
     assert {"llm-unlearn", "unlearning", "regularized_ft", "arxiv:2410.03833"} <= set(data.tags)
     assert data.base_model is None  # a local path is no Hub id: named in the body only
     finite = {k: v for k, v in result["summary"].items() if math.isfinite(v)}
+    cal = result["calibration"]  # one reference: the floor is unknown (no metric), the retention is known
+    assert cal["noise_floor"] is None and "Noise floor of forget quality: unknown (one retrained reference)." in text
+    finite["min_utility_retention"] = cal["utility_retention"]["minimum"]
     assert {r.metric_type: r.metric_value for r in data.eval_results} == finite
+    assert f"Verdict: {cal['verdict']['text']}." in text
     assert data.model_name == "tiny-unlearned"
     (tmp_path / "README.md").write_text(text)
     name, results = model_index_to_eval_results(metadata_load(tmp_path / "README.md")["model-index"])

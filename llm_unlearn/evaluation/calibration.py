@@ -113,7 +113,7 @@ def utility_retention(result: Mapping, target: Mapping) -> dict:
     below = sorted(k for k, v in ratios.items() if v < RETENTION_WARNING)
     text = f"minimum utility retention {ratios[worst]:.3g} ({worst}, unlearned / target)"
     if below:
-        text += "; WARNING: below 90 % of the target's: " + ", ".join(f"{k} {ratios[k]:.2f}" for k in below)
+        text += "; WARNING: below 90 % of the target's: " + ", ".join(f"{k} {ratios[k]:.3f}" for k in below)
     return {"components": ratios, "minimum": ratios[worst], "worst": worst, "below_90": below, "text": text}
 
 

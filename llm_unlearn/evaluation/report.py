@@ -294,7 +294,12 @@ def plain_reading(compared: Mapping, cis: Mapping[str, Mapping[str, Interval | N
     s, r = compared.get("summary", {}), compared.get("reference_summary", {})
     parts = []
     fq = s.get("forget_quality")
-    if fq is not None:
+    cal = compared.get("calibration")
+    if fq is not None and cal:  # the calibrated reading: against the noise floor, and only where FQ can see anything
+        parts.append(f"Forget quality is {fq:.2g}: the model is {cal['verdict']['text']}.")
+        if cal.get("discrimination") and not cal["discrimination"]["informative"]:
+            parts.append(f"But {cal['discrimination']['text']}.")
+    elif fq is not None:
         n = len(_split_items(compared, "forget") or [])
         if fq > FQ_THRESHOLD:
             parts.append(
@@ -704,19 +709,35 @@ def runs_table(runs: Sequence[Run], cis: Mapping[str, Mapping[str, Interval | No
         header.append(RUN_COLUMNS[k])
         if k == "model_utility":
             header.append("utility 95 % CI")
+    calibrated = any(r.compared.get("calibration") for r in runs)
+    if calibrated:
+        header += ["noise floor", "min utility retention"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     ref_summary = runs[0].compared["reference_summary"]
     ref_row = {k: ref_summary.get(k) for k in keys}
-    rows = [("**retrained reference**", "–", ref_row, ref_cis)]
-    rows += [(r.name, r.method or "–", r.compared["summary"], cis[r.name]) for r in runs]
-    for name, method, summary, ci in rows:
+    rows = [("**retrained reference**", "–", ref_row, ref_cis, None)]
+    rows += [
+        (r.name, r.method or "–", r.compared["summary"], cis[r.name], r.compared.get("calibration")) for r in runs
+    ]
+    for name, method, summary, ci, cal in rows:
         cells = [name, method]
         for k in keys:
             cells.append(_num(summary.get(k), ".3g"))
             if k == "model_utility":
                 cells.append(_ci(ci.get(k)))
+        if calibrated:
+            cells += _calibration_cells(cal)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _calibration_cells(cal: Mapping | None) -> list[str]:
+    """The noise floor ("unknown" with one reference) and the minimum utility retention of one run."""
+    if not cal:
+        return ["–", "–"]
+    floor = "unknown" if cal.get("noise_floor") is None else _num(cal["noise_floor"], ".3g")
+    retention = cal.get("utility_retention")
+    return [floor, "–" if not retention else _num(retention["minimum"], ".3f")]
 
 
 @dataclass
@@ -735,9 +756,17 @@ def _xerr(p: PlotPoint):
     return None if p.utility_ci is None else [[p.utility - p.utility_ci[0]], [p.utility_ci[1] - p.utility]]
 
 
-def plot_fq_vs_mu(points: Sequence[PlotPoint], reference: PlotPoint | None, path: str | Path) -> Path:
+def plot_fq_vs_mu(
+    points: Sequence[PlotPoint],
+    reference: PlotPoint | None,
+    path: str | Path,
+    noise_floor: float | None = None,
+    xlabel: str | None = None,
+) -> Path:
     """Forget quality (log y) against model utility (x), one labelled point per run with its utility interval, the
-    reference as a star, a dashed line at ``FQ = 0.05``. Forget quality 0 (underflow) is drawn at the bottom."""
+    reference as a star, a dashed line at ``FQ = 0.05`` and a dotted one at the noise floor (forget quality between
+    retrained references) when it is known. Forget quality 0 (underflow) is drawn at the bottom. ``xlabel`` names
+    another x quantity (e.g. the minimum utility retention)."""
     fig = _figure(7.6, 5.6)
     ax = fig.add_subplot()
     positive = [p.forget_quality for p in points if p.forget_quality > 0]
@@ -750,23 +779,27 @@ def plot_fq_vs_mu(points: Sequence[PlotPoint], reference: PlotPoint | None, path
     if reference is not None:
         ax.errorbar(reference.utility, 1.0, xerr=_xerr(reference), fmt="*", ms=16, color="tab:orange", capsize=3)
     ax.axhline(FQ_THRESHOLD, color="crimson", ls="--", lw=1)
+    if noise_floor is not None and noise_floor > 0:
+        ax.axhline(noise_floor, color="tab:green", ls=":", lw=1.4)
+        floor = min(floor, noise_floor / 10.0)
     ax.set_yscale("log")
     ax.set_ylim(floor / 5.0, 4.0)
     xs = [p.utility for p in points] + ([reference.utility] if reference else [])
     lo = min(0.0, min(xs) - 0.02)
     ax.set_xlim(lo, max(xs) + 0.22 * (max(xs) - lo) + 0.05)  # room on the right for the labels
     _annotate_points(fig, ax, points, reference, floor)
-    ax.set_xlabel("model utility: harmonic mean of 9 retain / utility numbers (bars: 95 % CI)  →  better")
+    ax.set_xlabel(xlabel or "model utility: harmonic mean of 9 retain / utility numbers (bars: 95 % CI)  →  better")
     ax.set_ylabel("forget quality: KS p-value vs reference (log scale)  →  better")
-    ax.set_title("Forget quality vs model utility: the aim is the retrained reference (star, top right)", fontsize=10)
+    what = "model utility" if xlabel is None else "minimum utility retention"
+    ax.set_title(f"Forget quality vs {what}: the aim is the top right", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    _fq_legend(ax, points, reference)
+    _fq_legend(ax, points, reference, noise_floor)
     path = Path(path)
     fig.savefig(path)
     return path
 
 
-def _fq_legend(ax, points: Sequence[PlotPoint], reference: PlotPoint | None) -> None:
+def _fq_legend(ax, points: Sequence[PlotPoint], reference: PlotPoint | None, noise_floor: float | None) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", ls="", color="tab:blue", label="unlearning run")]
@@ -776,11 +809,18 @@ def _fq_legend(ax, points: Sequence[PlotPoint], reference: PlotPoint | None) -> 
         handles.append(Line2D([], [], marker="v", ls="", color="tab:blue", label="forget quality 0 (underflow)"))
     if reference is not None:
         handles.append(Line2D([], [], marker="*", ms=11, ls="", color="tab:orange", label=reference.label))
-    handles.append(
-        Line2D(
-            [], [], ls="--", color="crimson", lw=1, label=f"forget quality = {FQ_THRESHOLD} (above: indistinguishable)"
+    handles.append(Line2D([], [], ls="--", color="crimson", lw=1, label=f"forget quality = {FQ_THRESHOLD}"))
+    if noise_floor is not None and noise_floor > 0:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls=":",
+                color="tab:green",
+                lw=1.4,
+                label=f"noise floor {noise_floor:.2g} (reference vs reference)",
+            )
         )
-    )
     ax.figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
 
 
@@ -958,7 +998,13 @@ def _runs_note(runs: Sequence[Run], n_resamples: int) -> str:
 
 
 def runs_markdown(
-    runs: Sequence[Run], table: str, plot: str | None, ecdfs: dict[str, tuple], n_resamples: int, ref_cis: Mapping
+    runs: Sequence[Run],
+    table: str,
+    plot: str | None,
+    ecdfs: dict[str, tuple],
+    n_resamples: int,
+    ref_cis: Mapping,
+    retention_plot: str | None = None,
 ) -> str:
     """The Markdown of ``llm-unlearn report``."""
     first = runs[0].compared
@@ -988,6 +1034,16 @@ def runs_markdown(
         else "No run has both forget quality and model utility (e.g. raw-text evaluations): no plot.",
         "",
     ]
+    if retention_plot:
+        lines += [
+            "## Forget quality vs minimum utility retention",
+            "",
+            "Model utility is a harmonic mean: it can stay flat while one of its nine parts collapses. The minimum "
+            "retention (the lowest part of the unlearned model divided by the target's) cannot hide that.",
+            "",
+            f"![forget quality vs minimum utility retention]({retention_plot})",
+            "",
+        ]
     lines += ["## Forget truth ratios per run", ""]
     if not any(png for png, _ in ecdfs.values()):
         return "\n".join(lines + ["No run has per-item truth ratios (e.g. raw-text evaluations): no ECDF plots.", ""])
@@ -999,24 +1055,38 @@ def runs_markdown(
     return "\n".join(lines)
 
 
-def _runs_plot(runs: Sequence[Run], cis: Mapping, ref_cis: Mapping, path: Path) -> Path | None:
-    """The forget quality vs model utility plot of the runs that have both numbers (None if none has)."""
-    points = [
-        PlotPoint(
-            r.name,
-            r.compared["summary"]["model_utility"],
-            r.compared["summary"]["forget_quality"],
-            cis[r.name].get("model_utility"),
-            before=r.before,
-        )
-        for r in runs
-        if {"model_utility", "forget_quality"} <= set(r.compared["summary"])
-    ]
+def _noise_floor(runs: Sequence[Run]) -> float | None:
+    floors = [(r.compared.get("calibration") or {}).get("noise_floor") for r in runs]
+    return next((f for f in floors if f is not None), None)
+
+
+def _runs_plot(
+    runs: Sequence[Run], cis: Mapping, ref_cis: Mapping, path: Path, x: str = "model_utility"
+) -> Path | None:
+    """Forget quality against model utility (``x="model_utility"``) or against the minimum utility retention
+    (``x="min_retention"``, unlearned / target) of the runs that have both numbers (None if none has)."""
+
+    def x_of(r: Run):
+        if x == "model_utility":
+            return r.compared["summary"].get("model_utility"), cis[r.name].get("model_utility")
+        cal = r.compared.get("calibration") or {}
+        if cal.get("utility_retention"):
+            return cal["utility_retention"]["minimum"], None
+        return (1.0 if cal and r.before else None), None  # the target retains all of its own utility
+
+    points = []
+    for r in runs:
+        value, ci = x_of(r)
+        if value is not None and "forget_quality" in r.compared["summary"]:
+            points.append(PlotPoint(r.name, value, r.compared["summary"]["forget_quality"], ci, before=r.before))
     if not points:
         return None
+    if x != "model_utility":  # the reference has no retention of its own: no star
+        label = "minimum utility retention: lowest of the 9 components, unlearned / target  →  better"
+        return plot_fq_vs_mu(points, None, path, _noise_floor(runs), xlabel=label)
     ref_mu = runs[0].compared["reference_summary"].get("model_utility")
     ref_point = None if ref_mu is None else PlotPoint("retrained reference", ref_mu, 1.0, ref_cis.get("model_utility"))
-    return plot_fq_vs_mu(points, ref_point, path)
+    return plot_fq_vs_mu(points, ref_point, path, _noise_floor(runs))
 
 
 def _write_runs_files(runs: Sequence[Run], out: Path, n_resamples: int, seed: int) -> list:
@@ -1030,14 +1100,25 @@ def _write_runs_files(runs: Sequence[Run], out: Path, n_resamples: int, seed: in
     ref_cis = bootstrap_cis(runs[0].compared, n_resamples, seed)["reference"]
     table = runs_table(runs, cis, ref_cis)
     plot = _runs_plot(runs, cis, ref_cis, out / "fq_vs_mu.png")
-    written = [plot] if plot else []
+    retention_plot = _runs_plot(runs, cis, ref_cis, out / "fq_vs_min_retention.png", x="min_retention")
+    written = [p for p in (plot, retention_plot) if p]
     ecdfs = {}
     for r in runs:
         png, note = ecdf_for(r.compared, out / f"truth_ratio_ecdf_{_safe(r.name)}.png", r.name, befores[r.name])
         ecdfs[r.name] = (png, note)
         written += [png] if png else []
     md = out / "report.md"
-    md.write_text(runs_markdown(runs, table, plot.name if plot else None, ecdfs, n_resamples, ref_cis))
+    md.write_text(
+        runs_markdown(
+            runs,
+            table,
+            plot.name if plot else None,
+            ecdfs,
+            n_resamples,
+            ref_cis,
+            retention_plot and retention_plot.name,
+        )
+    )
     written.append(md)
     manifest = {
         "kind": "llm_unlearn.report",
