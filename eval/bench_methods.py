@@ -7,8 +7,10 @@ method from ``configs/embedded_<method>.yaml`` (every recipe carries the same bu
 learning rate), evaluates it against the reference and prints:
 
 1. method | forget quality | model utility | forget ROUGE | retain ROUGE | seconds;
-2. the step-time ratio of each method to a plain fine-tuning step (``regularized_ft`` with no regularizer) on the
-   same batches, measured in this run;
+2. the step-time ratio of each method to a plain fine-tuning step (``regularized_ft`` with no regularizer),
+   measured in this run: every method runs ``TIMING_STEPS`` steps in each of ``TIMING_ROUNDS`` interleaved rounds
+   (the order rotates between rounds), the first ``WARMUP_STEPS`` steps of every run are dropped, and a method's
+   step time is the median over rounds of its runs' median step;
 3. the cost of Hessian scoring (fisher, ggn, hutchinson per probe) as a multiple of one forward+backward pass over
    the same scoring data, measured in this run (median of 3).
 """
@@ -39,6 +41,7 @@ RUNS = {
     "idk_dpo": ("embedded_idk_dpo.yaml", []),
 }
 PLAIN = "finetune (no regularizer)"
+TIMING_ROUNDS, TIMING_STEPS, WARMUP_STEPS = 3, 12, 3
 
 
 def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
@@ -63,6 +66,20 @@ def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
         ]
     )
     return json.loads((out / RECORD).read_text())
+
+
+def step_times(names: list[str], work: Path) -> dict[str, float]:
+    """Seconds per optimizer step of each method after a warm-up: the median over interleaved rounds."""
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(TIMING_ROUNDS):
+        order = names[r % len(names) :] + names[: r % len(names)]  # no method always pays the first-run costs
+        for name in order:
+            recipe, extra = RUNS[name]
+            out = work / "bench" / "timing" / recipe.removesuffix(".yaml")
+            record = run_method(recipe, [*extra, "--max_steps", str(TIMING_STEPS)], work, out)
+            per_round[name].append(statistics.median(record["step_seconds"][WARMUP_STEPS:]))
+    shutil.rmtree(work / "bench" / "timing", ignore_errors=True)
+    return {n: statistics.median(v) for n, v in per_round.items()}
 
 
 def hessian_costs(work: Path, n: int = 3) -> dict[str, float]:
@@ -107,14 +124,12 @@ def main() -> None:
         ("target (before unlearning)", base["forget_quality"], base["summary"], None, None),
         ("retrained reference", 1.0, base["reference_summary"], None, None),
     ]
-    step_seconds = {}
     for name in names:
         recipe, extra = RUNS[name]
         out = work / "bench" / recipe.removesuffix(".yaml").removeprefix("embedded_")
         t = time.perf_counter()
         record = run_method(recipe, extra, work, out)
         seconds = time.perf_counter() - t
-        step_seconds[name] = record["train_seconds"] / max(1, record["global_steps"])
         c = run_eval(str(out), str(work / "reference"), str(work / "data"), EvalConfig(), overwrite=True)
         rows.append((name, c["forget_quality"], c["summary"], seconds, record["global_steps"]))
         print(f"[{name}] forget quality {c['forget_quality']:.3g}, utility {c['model_utility']:.3f}", flush=True)
@@ -127,10 +142,15 @@ def main() -> None:
             f"| {name} | {fq:.3g} | {s['model_utility']:.3f} | {s['forget/rouge_l_recall']:.3f} | "
             f"{s['retain/rouge_l_recall']:.3f} | {leak:+.1f} | {steps or '-'} | {f'{sec:.1f}' if sec else '-'} |"
         )
-    if PLAIN in step_seconds:
-        print("\n| method | step time / plain fine-tuning step |\n|---|---:|")
+    if PLAIN in names:
+        step_seconds = step_times(names, work)
+        print(
+            f"\nStep times: median of {TIMING_ROUNDS} interleaved rounds of {TIMING_STEPS} steps, the first "
+            f"{WARMUP_STEPS} steps of each run dropped.\n"
+            "\n| method | step time / plain fine-tuning step | ms per step |\n|---|---:|---:|"
+        )
         for name, sec in step_seconds.items():
-            print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} |")
+            print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} | {1000 * sec:.0f} |")
     from llm_unlearn.stages import report as write_runs_report
 
     run_dirs = [work / "target"] + [

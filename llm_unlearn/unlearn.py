@@ -499,6 +499,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         "global_steps": result.global_step,
         "train_loss": result.training_loss,
         "train_seconds": seconds,
+        "step_seconds": [round(t, 6) for t in trainer.step_seconds],
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "selection": None if selection is None else {"selected_fraction": selection.selected_fraction},
         "lora_target_modules": lora_targets,

@@ -96,3 +96,42 @@ def test_calibrate_against_two_references_with_the_target():
     own = C.calibrate(target, refs[:1], target, target_is_model=True)
     assert own["utility_retention"] is None and own["noise_floor"] is None
     assert own["verdict"]["distinguishable"]
+
+
+def test_phrasing_matched_truth_ratio_compares_wrong_answers_with_the_correct_answer_in_their_phrasing():
+    rows = [
+        {  # wrong answers phrased like the trained answer, not like the paraphrase
+            "answer": "He was born in 1962 in Lisbon.",
+            "paraphrased_answer": "Lisbon, 1962.",
+            "perturbed_answer": ["He was born in 1931 in Oslo.", "He was born in 1950 in Rome."],
+        },
+        {  # TOFU's case: the wrong answers follow the paraphrase
+            "answer": "She writes horror stories.",
+            "paraphrased_answer": "Her books are mostly about war.",
+            "perturbed_answer": ["Her books are mostly about love."],
+        },
+    ]
+    assert C.phrasing_choice(rows) == ["answer", "paraphrase"]
+
+    def res(name, losses):
+        items = [
+            {"answer_loss": a, "paraphrase_loss": p, "perturbed_losses": w, "truth_ratio": 1.0} for a, p, w in losses
+        ]
+        return {"model": name, "splits": {"forget": {"items": items}}}
+
+    r = res("m", [(0.1, 2.0, [1.0, 3.0]), (0.5, 1.5, [2.5])])
+    assert C.matched_ratios(r, ["answer", "paraphrase"]) == pytest.approx(
+        [M.truth_ratio(0.1, [1.0, 3.0]), M.truth_ratio(1.5, [2.5])]
+    )
+    refs = [
+        res("r1", [(1.0, 1.0, [1.0, 1.0]), (1.0, 1.2, [1.1])]),
+        res("r2", [(1.1, 1.0, [1.0, 1.2]), (1.0, 1.0, [1.0])]),
+    ]
+    pm = C.phrasing_matched(r, refs, r, ["answer", "paraphrase"], {"discrimination": None, "noise_floor": None})
+    assert pm["correct_variant_counts"] == {"answer": 1, "paraphrase": 1}
+    assert pm["noise_floor"] == pytest.approx(
+        M.forget_quality(
+            C.matched_ratios(refs[0], ["answer", "paraphrase"]), C.matched_ratios(refs[1], ["answer", "paraphrase"])
+        )
+    )
+    assert pm["discriminates_better"].startswith("unknown")  # no standard discrimination to compare with

@@ -15,6 +15,10 @@ turns those caveats into numbers and words that every evaluation carries (``comp
   named instead.
 - **Utility retention**: each of the nine utility components of the model divided by the target's, the minimum
   of them, and the components below 90 % of the target's.
+- **Phrasing-matched truth ratio**: TOFU's truth ratio compares the wrong answers with the paraphrase; where the
+  wrong answers are phrased like the trained answer instead, the ratio measures familiarity with a phrasing more
+  than knowledge of the fact. The variant compares them with whichever correct answer shares their phrasing, and
+  the output says which variant discriminates better (its untouched target lies further below the bar).
 """
 
 from __future__ import annotations
@@ -117,13 +121,94 @@ def utility_retention(result: Mapping, target: Mapping) -> dict:
     return {"components": ratios, "minimum": ratios[worst], "worst": worst, "below_90": below, "text": text}
 
 
+def _words(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def phrasing_choice(rows: Sequence[Mapping]) -> list[str]:
+    """For each forget item, the correct answer that shares its phrasing with the wrong ones: ``answer`` or
+    ``paraphrase``, whichever has the higher mean word overlap (Jaccard) with the perturbed answers (ties: the
+    paraphrase, TOFU's choice). Decided from the data alone, so every model is scored with the same choice."""
+    out = []
+    for row in rows:
+        perturbed = row["perturbed_answer"]
+        wrong = [_words(p) for p in ([perturbed] if isinstance(perturbed, str) else perturbed)]
+        overlap = {k: sum(_jaccard(_words(row[f]), w) for w in wrong) for k, f in _VARIANTS.items()}
+        out.append("answer" if overlap["answer"] > overlap["paraphrase"] else "paraphrase")
+    return out
+
+
+_VARIANTS = {"answer": "answer", "paraphrase": "paraphrased_answer"}
+
+
+def matched_ratios(result: Mapping, choice: Sequence[str]) -> list[float]:
+    """Forget truth ratios with the phrasing-matched correct answer: ``exp(ℓ(correct) − mean_k ℓ(perturbed_k))``."""
+    items = result["splits"]["forget"]["items"]
+    return [
+        M.truth_ratio(it["answer_loss"] if c == "answer" else it["paraphrase_loss"], it["perturbed_losses"])
+        for it, c in zip(items, choice)
+    ]
+
+
+def _strength(target_fq: float | None, floor: float | None) -> float | None:
+    """How far (orders of magnitude) the target lies below the bar: higher discriminates better."""
+    import math
+
+    if target_fq is None:
+        return None
+    bar = FQ_THRESHOLD if floor is None else min(FQ_THRESHOLD, floor)
+    return math.log10(bar / max(target_fq, 1e-300))
+
+
+def phrasing_matched(
+    result: Mapping, references: Sequence[Mapping], target: Mapping | None, choice: Sequence[str], standard: Mapping
+) -> dict:
+    """Forget quality, noise floor and discrimination with the phrasing-matched truth ratio, and which variant
+    discriminates better here (the one whose untouched target lies more orders of magnitude below its bar)."""
+    ratios = [matched_ratios(r, choice) for r in references]
+    mine = matched_ratios(result, choice)
+    fqs = [M.forget_quality(mine, r) for r in ratios]
+    pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ratios, 2)]
+    floor = min(pairs) if pairs else None
+    target_fq = None if target is None else M.forget_quality(matched_ratios(target, choice), ratios[0])
+    std_disc = standard.get("discrimination") or {}
+    strengths = {
+        "standard": _strength(std_disc.get("target_forget_quality"), standard.get("noise_floor")),
+        "phrasing_matched": _strength(target_fq, floor),
+    }
+    if None in strengths.values():
+        better = "unknown (the target was not evaluated)"
+    elif abs(strengths["standard"] - strengths["phrasing_matched"]) < 0.5:
+        better = "neither (within half an order of magnitude)"
+    else:
+        better = max(strengths, key=strengths.get)
+    n_answer = sum(c == "answer" for c in choice)
+    return {
+        "correct_variant_counts": {"answer": n_answer, "paraphrase": len(choice) - n_answer},
+        "forget_quality_per_reference": fqs,
+        "forget_quality_median": statistics.median(fqs),
+        "noise_floor": floor,
+        "target_forget_quality": target_fq,
+        "discrimination_strength": strengths,
+        "discriminates_better": better,
+    }
+
+
 def calibrate(
     result: Mapping,
     references: Sequence[Mapping],
     target: Mapping | None,
     target_is_model: bool,
+    forget_rows: Sequence[Mapping] | None = None,
 ) -> dict:
-    """Everything this module reports, for one QA evaluation against one or more references."""
+    """Everything this module reports, for one QA evaluation against one or more references (``forget_rows``, the
+    forget split's items, add the phrasing-matched variant)."""
     fqs = [M.forget_quality(forget_ratios(result), forget_ratios(r)) for r in references]
     floor, pairs = noise_floor(references)
     out = {
@@ -145,6 +230,8 @@ def calibrate(
     else:
         out["discrimination"] = None
         out["utility_retention"] = None
+    if forget_rows is not None:
+        out["phrasing_matched"] = phrasing_matched(result, references, target, phrasing_choice(forget_rows), out)
     return out
 
 
@@ -162,4 +249,13 @@ def calibration_lines(calibration: Mapping | None) -> list[str]:
         lines.append("Discrimination: unknown (the untouched target was not evaluated; pass --target).")
     if calibration.get("utility_retention"):
         lines.append(f"Utility: {calibration['utility_retention']['text']}.")
+    pm = calibration.get("phrasing_matched")
+    if pm:
+        floor = "unknown" if pm["noise_floor"] is None else f"{pm['noise_floor']:.3g}"
+        target = "" if pm["target_forget_quality"] is None else f", untouched target {pm['target_forget_quality']:.3g}"
+        lines.append(
+            f"Phrasing-matched truth ratio (wrong answers against the correct answer in their own phrasing): forget "
+            f"quality {pm['forget_quality_median']:.3g}, noise floor {floor}{target}; discriminates better: "
+            f"{pm['discriminates_better'].replace('_', '-')}."
+        )
     return lines

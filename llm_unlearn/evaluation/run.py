@@ -150,6 +150,6 @@ def run_eval(
                 if target_is_model
                 else _load_or_evaluate(Path(target), data, cfg, eval_data, use_cache, "--target")
             )
-        compared["calibration"] = calibrate(result, refs, target_result, target_is_model)
+        compared["calibration"] = calibrate(result, refs, target_result, target_is_model, eval_data["forget"])
     compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
     return compared

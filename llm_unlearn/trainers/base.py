@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..data.pairing import PairSampler
 from . import losses as L
@@ -182,6 +183,22 @@ class UnlearnConfig(TrainingArguments):
             )
 
 
+class _StepTimer(TrainerCallback):
+    """Appends the wall time of every optimizer step (from its first micro-batch to the end of the step)."""
+
+    def __init__(self, out: list[float]):
+        self.out, self.start = out, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None:
+            self.out.append(time.perf_counter() - self.start)
+        self.start = None
+
+
 class UnlearnTrainer(Trainer):
     """``transformers.Trainer`` with paired forget/retain batches, a frozen reference and logged loss terms.
 
@@ -244,6 +261,8 @@ class UnlearnTrainer(Trainer):
             selection.attach(self.model)
             self.add_callback(selection.callback())
         self._terms: dict[str, list[float]] = defaultdict(list)
+        self.step_seconds: list[float] = []  # wall time of each optimizer step (benchmarks skip the warm-up ones)
+        self.add_callback(_StepTimer(self.step_seconds))
 
     # --- data ----------------------------------------------------------------------------------------------------
 
