@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import time
@@ -31,6 +32,7 @@ RUNS = {
     "finetune (no regularizer)": ("embedded_finetune.yaml", []),
     "regularized_ft": ("embedded_regularized_ft.yaml", []),
     "hessian (grad_diff)": ("embedded_hessian.yaml", []),
+    "random selection (grad_diff)": ("embedded_hessian.yaml", ["--selection", "random"]),
     "natural": ("embedded_natural.yaml", []),
     "relabel": ("embedded_relabel.yaml", []),
     "grad_ascent": ("embedded_grad_ascent.yaml", []),
@@ -42,6 +44,11 @@ RUNS = {
 }
 PLAIN = "finetune (no regularizer)"
 TIMING_ROUNDS, TIMING_STEPS, WARMUP_STEPS = 3, 12, 3
+
+
+def _slug(name: str) -> str:
+    """The run folder of a table row: ``hessian (grad_diff)`` → ``hessian_grad_diff``."""
+    return re.sub(r"\W+", "_", name).strip("_")
 
 
 def run_method(recipe: str, extra: list[str], work: Path, out: Path) -> dict:
@@ -75,7 +82,7 @@ def step_times(names: list[str], work: Path) -> dict[str, float]:
         order = names[r % len(names) :] + names[: r % len(names)]  # no method always pays the first-run costs
         for name in order:
             recipe, extra = RUNS[name]
-            out = work / "bench" / "timing" / recipe.removesuffix(".yaml")
+            out = work / "bench" / "timing" / _slug(name)
             record = run_method(recipe, [*extra, "--max_steps", str(TIMING_STEPS)], work, out)
             per_round[name].append(statistics.median(record["step_seconds"][WARMUP_STEPS:]))
     shutil.rmtree(work / "bench" / "timing", ignore_errors=True)
@@ -126,7 +133,7 @@ def main() -> None:
     ]
     for name in names:
         recipe, extra = RUNS[name]
-        out = work / "bench" / recipe.removesuffix(".yaml").removeprefix("embedded_")
+        out = work / "bench" / _slug(name)
         t = time.perf_counter()
         record = run_method(recipe, extra, work, out)
         seconds = time.perf_counter() - t
@@ -153,9 +160,7 @@ def main() -> None:
             print(f"| {name} | {sec / step_seconds[PLAIN]:.2f} | {1000 * sec:.0f} |")
     from llm_unlearn.stages import report as write_runs_report
 
-    run_dirs = [work / "target"] + [
-        work / "bench" / RUNS[n][0].removesuffix(".yaml").removeprefix("embedded_") for n in names
-    ]
+    run_dirs = [work / "target"] + [work / "bench" / _slug(n) for n in names]
     report = write_runs_report(run_dirs, work / "bench" / "report", overwrite=True)
     print("\nreport with 95 % intervals and plots: " + ", ".join(str(p) for p in report["files"]))
     print("\n| Hessian estimator | scoring time / one forward+backward pass |\n|---|---:|")

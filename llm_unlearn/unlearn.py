@@ -270,8 +270,15 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows):
     if getattr(cfg, "retention_mask_ratio", 0.0) > 0:
         masks = retention_masks(model, batches(retain_rows, 8), cfg.retention_mask_ratio, exclude)
         return ParameterSelection(masks), None
-    if cfg.selection != "hessian":
+    if cfg.selection == "none":
         return None, None
+    if cfg.selection == "random":  # the control: as many entries (or modules) as Hessian selection, at random
+        from .selection import random_scores
+
+        scores = random_scores(model, cfg.seed)
+        if cfg.use_peft:
+            return None, top_modules(scores, cfg.lora_top_modules, exclude)
+        return ParameterSelection(select_masks(scores, cfg.param_ratio, cfg.granularity, exclude)), None
     rows = {"forget": forget_rows, "retain": retain_rows, "both": forget_rows + retain_rows}[cfg.hessian_data]
     cache_dir = Path(cfg.model_name_or_path) / "selection_cache"
     if not Path(cfg.model_name_or_path).is_dir():
@@ -472,7 +479,8 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - start
-        _check_finite_weights(trainer.model, result.global_step)
+        if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):  # sharded weights: the loss and gradient
+            _check_finite_weights(trainer.model, result.global_step)  # norm guards of the trainer cover those runs
         out = Path(cfg.output_dir)
         if cfg.use_peft and cfg.merge_adapter:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()

@@ -345,6 +345,36 @@ def test_hessian_selection_trains_only_selected_entries(case, unlearned, base, b
     assert 0 < fraction <= 0.05 + 1e-3 and fraction == pytest.approx(selection.selected_fraction, abs=1e-5)
 
 
+def test_random_selection_is_the_same_size_as_hessian_selection_elsewhere(base, base_weights, small_bench, tmp_path):
+    """The control of Hessian selection: as many entries per tensor, drawn at random (seeded), trained alike."""
+
+    def selection_of(kind: str, seed: str = "0"):
+        args = ["--model_name_or_path", str(base), "--data", str(small_bench), "--output_dir", str(tmp_path / kind)]
+        cfg, _ = parse_args([*args, *COMMON, "--method", "grad_diff", "--selection", kind, "--seed", seed, *SELECT])
+        forget, retain = load_data(cfg)
+        return build_selection(cfg, load_lm(base), QAFormatter(load_tokenizer(base), cfg.max_length), forget, retain)[
+            0
+        ]
+
+    rnd, hes = selection_of("random"), selection_of("hessian")
+    assert rnd.masks.keys() == hes.masks.keys()
+    assert all(int(rnd.masks[n].sum()) == int(hes.masks[n].sum()) for n in rnd.masks)
+    assert any(not torch.equal(rnd.masks[n], hes.masks[n]) for n in rnd.masks if hes.masks[n].any())
+    again, other = selection_of("random"), selection_of("random", "1")
+    assert all(torch.equal(rnd.masks[n], again.masks[n]) for n in rnd.masks)  # seeded
+    assert any(not torch.equal(rnd.masks[n], other.masks[n]) for n in rnd.masks if rnd.masks[n].any())
+    out = tmp_path / "trained"
+    args = ["--model_name_or_path", str(base), "--data", str(small_bench), "--output_dir", str(out)]
+    run(*parse_args([*args, *COMMON, "--method", "grad_diff", "--selection", "random", *SELECT]))
+    weights = load_file(out / "model.safetensors")
+    for name, before in base_weights.items():
+        mask = rnd.masks.get(name, torch.zeros(before.shape, dtype=torch.bool))
+        assert torch.equal(weights[name][~mask], before[~mask]), name
+    assert json.loads((out / RECORD).read_text())["selection"]["selected_fraction"] == pytest.approx(
+        hes.selected_fraction, abs=1e-6
+    )
+
+
 # --- 3. gradient accumulation ----------------------------------------------------------------------------------------
 
 

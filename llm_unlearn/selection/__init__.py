@@ -29,6 +29,7 @@ from .scoring import (
     forward_backward_seconds,
     gradient_magnitudes,
     hutchinson_diagonal,
+    random_scores,
     score_parameters,
     score_parameters_cached,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "hutchinson_diagonal",
     "is_excluded",
     "match_parameter_names",
+    "random_scores",
     "retention_masks",
     "score_parameters",
     "score_parameters_cached",

@@ -297,6 +297,15 @@ def forward_backward_seconds(
         return time.perf_counter() - start
 
 
+def random_scores(model: nn.Module, seed: int) -> ParameterScores:
+    """Uniform random scores for every trainable entry (a seeded local generator): ``select_masks`` on them picks
+    the same number of entries as Hessian selection, at random. The control that Hessian selection must beat."""
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = ParameterScores({n: torch.rand(tuple(p.shape), generator=gen) for n, p in scored_parameters(model)})
+    scores.estimator = "random"
+    return scores
+
+
 def cache_key(key_parts: Mapping[str, object], estimator: str, probes: int, seed: int) -> str:
     """``sha256(json({**key_parts, estimator, probes, seed}))[:16]`` (keys sorted, non-JSON values via ``str``)."""
     payload = {**key_parts, "estimator": estimator, "probes": int(probes), "seed": int(seed)}

@@ -48,7 +48,8 @@ class UnlearnConfig(TrainingArguments):
             `0.0`), lora_target_modules (`str`, defaults to `"all-linear"`): the LoRA adapters.
         merge_adapter (`bool`, defaults to `False`): under LoRA, save the merged model instead of the adapter.
         selection (`str`, defaults to `"none"`): ``hessian`` updates only the parameters with the largest
-            Hessian-diagonal entries (see ``llm_unlearn.selection``).
+            Hessian-diagonal entries (see ``llm_unlearn.selection``); ``random`` as many entries drawn at random
+            (seeded by ``seed``), the control.
         hessian_estimator (`str`, defaults to `"fisher"`): ``fisher``, ``ggn`` or ``hutchinson``.
         hessian_data (`str`, defaults to `"forget"`): scoring data: ``forget``, ``retain`` or ``both``.
         hessian_samples (`int`, defaults to `256`): at most this many scoring examples (per side).
@@ -85,7 +86,13 @@ class UnlearnConfig(TrainingArguments):
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules."})
     merge_adapter: bool = field(default=False, metadata={"help": "Under LoRA, save the merged model."})
-    selection: str = field(default="none", metadata={"help": "Parameter selection: none or hessian."})
+    selection: str = field(
+        default="none",
+        metadata={
+            "help": "Parameter selection: none, hessian (the top param_ratio entries of the Hessian diagonal), or "
+            "random (as many entries at random: the control Hessian selection must beat)."
+        },
+    )
     hessian_estimator: str = field(default="fisher", metadata={"help": "fisher, ggn or hutchinson."})
     hessian_data: str = field(default="forget", metadata={"help": "Scoring data: forget, retain or both."})
     hessian_samples: int = field(default=256, metadata={"help": "Maximum scoring examples per side."})
@@ -151,7 +158,7 @@ class UnlearnConfig(TrainingArguments):
         else:
             raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
         for name, value, allowed in (
-            ("selection", self.selection, ("none", "hessian")),
+            ("selection", self.selection, ("none", "hessian", "random")),
             ("hessian_estimator", self.hessian_estimator, ("fisher", "ggn", "hutchinson")),
             ("hessian_data", self.hessian_data, ("forget", "retain", "both")),
             ("granularity", self.granularity, ("per_module", "global")),
