@@ -29,11 +29,22 @@ EMBEDDED_BUDGET = {
 }
 
 
+def _per_split(name: str, forget_split: str) -> str:
+    """Folders of the default forget split keep their plain names; other splits get their own (``reference_forget05``):
+    the references of forget05 train on retain95, not on retain90."""
+    return name if forget_split == "forget10" else f"{name}_{forget_split}"
+
+
+def reference_folders(workdir: str | Path, forget_split: str = "forget10") -> list[Path]:
+    """The retrained reference and its data-order replica of ``forget_split`` in a pipeline folder."""
+    return [Path(workdir) / _per_split(n, forget_split) for n in ("reference", "reference_2")]
+
+
 def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int) -> Path:
     """Run ``method`` on the embedded target with the embedded budget (a finished identical run is reused)."""
     from .stages import unlearn
 
-    out = work / "unlearned" / method
+    out = work / _per_split("unlearned", forget_split) / method
     flags = [f"--{k}={v}" for k, v in EMBEDDED_BUDGET.items()]
     return unlearn(
         [
@@ -94,7 +105,12 @@ def run_embedded_pipeline(
         timings,
         "reference",
         lambda: finetune(
-            FinetuneConfig(data=data, split=splits.retain, output_dir=str(work / "reference"), seed=ref_seed)
+            FinetuneConfig(
+                data=data,
+                split=splits.retain,
+                output_dir=str(work / _per_split("reference", forget_split)),
+                seed=ref_seed,
+            )
         ),
     )
     # A replica of the reference that differs only in data order (same initialisation): forget quality between the
@@ -106,7 +122,7 @@ def run_embedded_pipeline(
             FinetuneConfig(
                 data=data,
                 split=splits.retain,
-                output_dir=str(work / "reference_2"),
+                output_dir=str(work / _per_split("reference_2", forget_split)),
                 seed=ref_seed,
                 data_seed=ref_seed + 1,
             )
@@ -143,7 +159,8 @@ def run_embedded_pipeline(
         from .stages import report as write_runs_report
 
         # The side-by-side report of the runs (what `llm-unlearn report` writes): table, FQ-vs-utility plot, ECDFs.
-        runs_report = write_runs_report([target, unlearned], work / "report", overwrite=True)
+        jsons = [compared["report_files"][0], unlearned_eval["report_files"][0]]  # the target may hold other splits
+        runs_report = write_runs_report(jsons, work / _per_split("report", forget_split), overwrite=True)
         reports += [str(p) for p in runs_report["files"]]
     print("reports: " + ", ".join(reports))
     return {"compared": compared, "unlearned": unlearned_eval, "timings": timings}
