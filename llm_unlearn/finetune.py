@@ -45,7 +45,8 @@ class FinetuneConfig:
         gradient_accumulation_steps: accumulation steps (default 1).
         weight_decay: AdamW weight decay (default 0.0).
         warmup_ratio: fraction of steps of linear warm-up (default 0.05).
-        max_length: longest tokenized QA pair; longer prompts are cut from the left (default 128).
+        max_length: longest tokenized QA pair (default 128); a longer one loses the start of its prompt first, then
+            the end of its answer, and a warning counts them per split.
         hidden_size: embedded model only: hidden size (default 128).
         num_layers: embedded model only: decoder layers (default 2).
         vocab_size: embedded model only: BPE vocabulary size (default 1024).
@@ -83,7 +84,13 @@ class FinetuneConfig:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps used for linear warm-up."})
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens of a QA pair."})
+    max_length: int = field(
+        default=128,
+        metadata={
+            "help": "Maximum tokens of a QA pair; a longer one loses the start of its prompt first, then the "
+            "end of its answer, and a warning counts them per split."
+        },
+    )
     hidden_size: int = field(default=128, metadata={"help": "Embedded model: hidden size."})
     num_layers: int = field(default=2, metadata={"help": "Embedded model: number of decoder layers."})
     vocab_size: int = field(default=1024, metadata={"help": "Embedded model: BPE vocabulary size."})

@@ -189,14 +189,14 @@ def check_inputs(cfg, trainer_cls) -> None:
         )
 
 
-def _resume_request(cfg, stage) -> tuple[bool, str | None]:
-    """(keep the staging folder, checkpoint to resume from) for ``--resume_from_checkpoint``: a path, or ``true``
-    for the newest checkpoint of the interrupted run into ``output_dir``."""
+def _resume_request(cfg, stage) -> str | None:
+    """The checkpoint to resume from for ``--resume_from_checkpoint``: a path, or ``true`` for the newest checkpoint
+    of the interrupted run into ``output_dir``. A checkpoint inside the staging folder makes ``stage`` keep it."""
     from .runs import checkpoints
 
     value = cfg.resume_from_checkpoint
     if value in (None, "", "false", "False"):
-        return False, None
+        return None
     if str(value).lower() == "true":
         stage.resume = True
         stage.check()
@@ -206,15 +206,14 @@ def _resume_request(cfg, stage) -> tuple[bool, str | None]:
                 f"--resume_from_checkpoint true: no checkpoint-N folder in {stage.staging} (an interrupted run saves "
                 "them with --save_strategy steps --save_steps N)"
             )
-        return True, str(found[-1])
+        return str(found[-1])
     path = Path(value)
     if not (path / "trainer_state.json").is_file():
         raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a checkpoint folder (no trainer_state.json)")
-    inside = stage.staging.resolve() in path.resolve().parents
-    if inside:
+    if stage.staging.resolve() in path.resolve().parents:
         stage.resume = True
         stage.check()
-    return inside, str(path)
+    return str(path)
 
 
 def load_data(cfg):
@@ -390,7 +389,7 @@ def run(cfg, trainer_cls) -> Path:
             "(it is replaced only once the new run has finished) or choose another one"
         )
     stage = StagedOutput(final, fp, discard=cfg.overwrite_output)
-    keep, checkpoint = _resume_request(cfg, stage)
+    checkpoint = _resume_request(cfg, stage)
     stage.check()
     forget_rows, retain_rows, tokenizer, formatter = load_inputs(cfg, trainer_cls)
     with cfg.main_process_first(desc="staging the output folder"):

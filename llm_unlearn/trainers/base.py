@@ -77,7 +77,13 @@ class UnlearnConfig(TrainingArguments):
     retain_split: str | None = field(
         default=None, metadata={"help": "Retain split (default: the retainXX of forget_split; text: raw/retain1)."}
     )
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens of a QA pair."})
+    max_length: int = field(
+        default=128,
+        metadata={
+            "help": "Maximum tokens of a QA pair; a longer one loses the start of its prompt first, then the "
+            "end of its answer, and a warning counts them per split."
+        },
+    )
     gamma: float = field(default=1.0, metadata={"help": "Weight of the forget term."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
