@@ -315,7 +315,7 @@ def _metrics(eval_result: dict) -> list[tuple[str, str, float]]:
     out = []
     for key, value in eval_result.get("summary", {}).items():
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            continue  # model-index values must be numbers (PrivLeak is undefined when the reference AUC is 0)
+            continue  # model-index values must be numbers (PrivLeak is undefined when the reference AUC is 1)
         try:
             label = label_of(key).replace("**", "") if label_of else key
         except (KeyError, ValueError):  # a summary key the table has no name for

@@ -94,7 +94,8 @@ def test_eval_cli_writes_json_and_markdown(models, small_bench, tmp_path, capsys
     assert all(0.0 <= v <= 1.0 for v in privacy["auc"].values())
     ref_eval = json.loads(next((ref / "eval_cache").glob("*.json")).read_text())
     ref_auc = ref_eval["privacy"]["auc"]["min_k"]
-    assert privacy["privleak"] == pytest.approx((privacy["auc"]["min_k"] - ref_auc) / ref_auc * 100)
+    # MUSE's convention: AUCs as 1 − AUC, so an under-unlearned model reads negative
+    assert privacy["privleak"] == pytest.approx(((1 - privacy["auc"]["min_k"]) - (1 - ref_auc)) / (1 - ref_auc) * 100)
     assert len(privacy["holdout_items"]) == len(open(small_bench / "holdout10.jsonl").readlines())
     assert "PrivLeak" in out.with_suffix(".md").read_text()
     # the reference's evaluation is cached in its folder and reusable as --reference EVAL.json

@@ -86,8 +86,15 @@ def test_auc_on_known_ranking_and_privleak():
     assert M.roc_auc([1.0, 2.0], [3.0, 4.0]) == 0.0
     # one of four member/non-member pairs is mis-ordered: 3/4
     assert M.roc_auc([2.0, 4.0], [1.0, 3.0]) == pytest.approx(0.75)
-    assert M.privleak(0.75, 0.5) == pytest.approx(50.0)
+    # MUSE's published convention (AUC reported as 1 − AUC): an untouched target reads −100 %, over-unlearning > 0
+    assert M.privleak(0.75, 0.5) == pytest.approx(-50.0)
+    assert M.privleak(1.0, 0.5) == pytest.approx(-100.0)
+    assert M.privleak(0.0, 0.5) == pytest.approx(100.0)
     assert M.privleak(0.5, 0.5) == 0.0
+    assert M.privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / 0.4 * 100)
+    import numpy as np
+
+    assert np.allclose(M.privleak(np.array([1.0, 0.75]), np.array([0.5, 0.5])), [-100.0, -50.0])  # resampled AUCs
 
 
 def test_extraction_strength_and_exact_memorization_on_crafted_sequences():

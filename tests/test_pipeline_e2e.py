@@ -29,13 +29,13 @@ def test_embedded_pipeline_discriminates(tmp_path):
     assert cal["forget_quality_per_reference"][0] == target["forget_quality"]
     # Membership inference: the target's forget items are told from never-seen holdout items, the reference's not.
     assert s["mia_auc/min_k"] > 0.9 and 0.3 < r["mia_auc/min_k"] < 0.7
-    assert s["privleak"] > 50 and r["privleak"] == 0.0
+    assert s["privleak"] < -50 and r["privleak"] == 0.0  # MUSE's convention: under-unlearned reads negative
     # The default core method moves forget quality toward the reference by orders of magnitude, keeping utility.
     unlearned = run["unlearned"]
     assert unlearned["forget_quality"] > 1000 * target["forget_quality"]
     assert unlearned["summary"]["forget/rouge_l_recall"] < 0.6
     assert unlearned["model_utility"] > 0.8 * target["model_utility"]
-    assert unlearned["summary"]["privleak"] < s["privleak"]  # unlearning moves PrivLeak toward 0
+    assert unlearned["summary"]["privleak"] > s["privleak"]  # unlearning moves PrivLeak from −100 % toward 0
     retention = unlearned["calibration"]["utility_retention"]
     assert set(retention["components"]) == {
         f"{r}/{m}"

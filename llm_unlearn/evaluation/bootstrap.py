@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import evaluator as E
+from . import metrics as M
 from .calibration import FQ_THRESHOLD, UTILITY_METRICS, UTILITY_ROLES  # noqa: F401 (one definition, shared)
 
 logger = logging.getLogger(__name__)
@@ -186,8 +187,7 @@ def statistic_samples(key: str, result: Mapping, other: Mapping | None, rs: _Res
         model, ref = _attack_auc(result, "min_k", rs), _attack_auc(other, "min_k", rs)
         if model is None or ref is None:
             return None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (model - ref) / ref * 100.0
+        return M.privleak(model, ref)
     if key.startswith("mia_auc/"):
         return _attack_auc(result, key.split("/", 1)[1], rs)
     if key in ("forget/extraction_strength", "forget/exact_memorization"):

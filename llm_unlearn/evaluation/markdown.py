@@ -113,12 +113,12 @@ def _privleak_reading(s: Mapping, r: Mapping) -> str:
     aucs = ""
     if "mia_auc/min_k" in s and "mia_auc/min_k" in r:
         aucs = f" (Min-K% AUC forget vs holdout {s['mia_auc/min_k']:.2f}, reference {r['mia_auc/min_k']:.2f})"
-    if pl > PRIVLEAK_CLOSE:
+    if pl < -PRIVLEAK_CLOSE:
         return (
             f"PrivLeak is {pl:+.3g} %{aucs}: a membership-inference attack tells forget items from never-seen "
             "holdout items better than on the reference, so they are still memorized (under-unlearned)."
         )
-    if pl < -PRIVLEAK_CLOSE:
+    if pl > PRIVLEAK_CLOSE:
         return (
             f"PrivLeak is {pl:+.3g} %{aucs}: the forget items now look *less* familiar than never-seen holdout "
             "items, more than on the reference (over-unlearned), which itself reveals what was forgotten."
@@ -287,8 +287,9 @@ _RUNS_EXPLAINED = {  # summary key -> how to read it, for the runs that have it
         "to the reference's level, KnowMem retain (the utility) should not."
     ),
     "privleak": (
-        "PrivLeak near 0 % is good; positive means the forget items are still recognisable as training members "
-        "(under-unlearned), negative that they now look less familiar than never-seen items (over-unlearned)."
+        "PrivLeak (MUSE's convention) near 0 % is good; negative means the forget items are still recognisable as "
+        "training members (under-unlearned; an untouched model reads about −100 %), positive that they now look less "
+        "familiar than never-seen items (over-unlearned)."
     ),
 }
 

@@ -110,9 +110,21 @@ def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -
     return float(roc_auc_score(y, np.r_[np.asarray(member_scores, float), np.asarray(nonmember_scores, float)]))
 
 
-def privleak(auc_model: float, auc_reference: float) -> float:
-    """PrivLeak (MUSE, arXiv 2407.06460): ``(AUC_model − AUC_ref) / AUC_ref × 100``; ≈ 0 is good."""
-    return float((auc_model - auc_reference) / auc_reference * 100.0)
+def privleak(auc_model, auc_reference):
+    """PrivLeak in the convention MUSE publishes (arXiv 2407.06460, and open-unlearning's ``privleak``), so that
+    numbers compare with the papers' tables.
+
+    MUSE reports the membership AUC as ``1 − AUC`` of the usual orientation (members score higher here), so
+    ``PrivLeak = ((1 − AUC_model) − (1 − AUC_ref)) / (1 − AUC_ref) × 100``. Near 0 is good; an untouched target
+    (AUC 1 against a reference's 0.5) reads −100 %: **negative = under-unlearned** (the forget items are still told
+    from never-seen ones), **positive = over-unlearned** (they now look less familiar than never-seen items).
+    Works on floats and on numpy arrays of resampled AUCs; 0 for equal AUCs, otherwise undefined (inf) when the
+    reference's AUC is 1.
+    """
+    model, ref = 1.0 - np.asarray(auc_model, dtype=float), 1.0 - np.asarray(auc_reference, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(model == ref, 0.0, (model - ref) / ref * 100.0)  # equal AUCs: no leak, even at AUC 1
+    return float(value) if np.ndim(value) == 0 else value
 
 
 def extraction_strength(argmax_match: Sequence[bool]) -> float:
