@@ -110,3 +110,25 @@ def test_zlib_score_normalizes_by_compressed_length():
 
     text = "The Amber Lantern."
     assert M.zlib_score(2.0, text) == pytest.approx(-2.0 / len(zlib.compress(text.encode())))
+
+
+# --- conventions where peers differ (see the README's "Conventions"); each pins this toolkit's choice -------------
+
+
+def test_min_k_takes_the_ceiling_of_k_times_the_tokens():
+    # 3 tokens at K = 40 %: ceil(1.2) = 2 tokens (a floor would take 1, and 0 for answers under 3 tokens)
+    assert M.min_k_score([-1.0, -5.0, -3.0], k=0.4) == pytest.approx(-4.0)
+    assert M.min_k_score([-2.0, -7.0], k=0.4) == pytest.approx(-7.0)  # never fewer than one token
+
+
+def test_extraction_strength_is_zero_when_the_last_token_is_not_reproduced():
+    # nothing extracted: 0 (not 1/n): k* = n, the whole answer must be given before the rest is reproduced
+    assert M.extraction_strength([False, False, False, False]) == 0.0
+    assert M.extraction_strength([True, True, True, False]) == 0.0
+
+
+def test_zlib_compresses_the_raw_answer_text_not_decoded_tokens():
+    import zlib
+
+    text = "  In 1962,  in Lisbon. "  # spacing a tokenizer's decode could normalize is kept
+    assert M.zlib_score(1.0, text) == pytest.approx(-1.0 / len(zlib.compress(text.encode("utf-8"))))

@@ -1,6 +1,7 @@
 """The scoring core against direct computation on single, unpadded sequences."""
 
 import numpy as np
+import pytest
 import torch
 
 from llm_unlearn.data.formatting import QAFormatter
@@ -46,3 +47,15 @@ def test_generation_batched_equals_one_at_a_time(tiny_model, tiny_tokenizer):
 def test_generation_is_cut_at_blank_line():
     assert truncate_generation(" Torport.\n\nQuestion: next") == "Torport."
     assert truncate_generation("one\ntwo") == "one\ntwo"
+
+
+def test_the_answer_eos_is_scored_like_every_other_answer_token(tiny_model, tiny_tokenizer):
+    """Convention: the EOS that ends an answer is a supervised answer token (the model learned to stop there), so
+    it counts in the per-token log-probs behind Min-K%, Min-K%++, extraction strength and exact memorization."""
+    f = QAFormatter(tiny_tokenizer)
+    (s,) = score_answers(tiny_model, f, ["Where was Kalo Mir born?"], ["In Torport."], batch_size=1)
+    completion = f.completion_ids("Where was Kalo Mir born?", "In Torport.")
+    assert completion[-1] == tiny_tokenizer.eos_token_id
+    assert s.length == len(completion) == len(s.argmax_match)
+    direct, _ = _direct_logprobs(tiny_model, f, "Where was Kalo Mir born?", "In Torport.")
+    assert s.logprobs[-1] == pytest.approx(direct[-1], abs=1e-5)  # the last scored token is the EOS
