@@ -96,6 +96,12 @@ def test_calibrate_against_two_references_with_the_target():
     own = C.calibrate(target, refs[:1], target, target_is_model=True)
     assert own["utility_retention"] is None and own["noise_floor"] is None
     assert own["verdict"]["distinguishable"]
+    assert "Utility retention: 1 by definition (this is the untouched target)." in C.calibration_lines(own)
+    unknown = C.calibrate(unlearned, refs, None, target_is_model=False)
+    assert unknown["discrimination"] is None
+    assert "Utility retention: unknown (the untouched target was not evaluated; pass --target)." in (
+        C.calibration_lines(unknown)
+    )
 
 
 def test_phrasing_matched_truth_ratio_compares_wrong_answers_with_the_correct_answer_in_their_phrasing():

@@ -226,6 +226,7 @@ def calibrate(
         target_fq = against["forget_quality"]
         out["discrimination"] = discrimination(target_fq, floor, against["summary"], against["reference_summary"])
         out["target"] = target["model"]
+        out["target_is_model"] = target_is_model
         out["utility_retention"] = None if target_is_model else utility_retention(result, target)
     else:
         out["discrimination"] = None
@@ -249,6 +250,10 @@ def calibration_lines(calibration: Mapping | None) -> list[str]:
         lines.append("Discrimination: unknown (the untouched target was not evaluated; pass --target).")
     if calibration.get("utility_retention"):
         lines.append(f"Utility: {calibration['utility_retention']['text']}.")
+    elif calibration.get("target_is_model"):
+        lines.append("Utility retention: 1 by definition (this is the untouched target).")
+    else:
+        lines.append("Utility retention: unknown (the untouched target was not evaluated; pass --target).")
     pm = calibration.get("phrasing_matched")
     if pm:
         floor = "unknown" if pm["noise_floor"] is None else f"{pm['noise_floor']:.3g}"
