@@ -101,33 +101,16 @@ def run_embedded_pipeline(
         lambda: finetune(FinetuneConfig(data=data, split="full", output_dir=str(work / "target"), seed=seed)),
     )
     ref_seed = seed if reference_seed is None else reference_seed
-    reference = _timed(
-        timings,
-        "reference",
-        lambda: finetune(
-            FinetuneConfig(
-                data=data,
-                split=splits.retain,
-                output_dir=str(work / _per_split("reference", forget_split)),
-                seed=ref_seed,
-            )
-        ),
-    )
+
+    def reference_stage(name: str, data_seed: int | None):
+        out = str(work / _per_split(name, forget_split))
+        cfg = FinetuneConfig(data=data, split=splits.retain, output_dir=out, seed=ref_seed, data_seed=data_seed)
+        return _timed(timings, name, lambda: finetune(cfg))
+
+    reference = reference_stage("reference", None)
     # A replica of the reference that differs only in data order (same initialisation): forget quality between the
     # two is the noise floor that every forget-quality number of this benchmark is read against.
-    replica = _timed(
-        timings,
-        "reference_2",
-        lambda: finetune(
-            FinetuneConfig(
-                data=data,
-                split=splits.retain,
-                output_dir=str(work / _per_split("reference_2", forget_split)),
-                seed=ref_seed,
-                data_seed=ref_seed + 1,
-            )
-        ),
-    )
+    replica = reference_stage("reference_2", ref_seed + 1)
     unlearned = None
     if method:
         unlearned = _timed(timings, "unlearning", lambda: unlearn_embedded(work, method, forget_split, seed))

@@ -77,7 +77,13 @@ def data_fingerprint(source: str | Path) -> str:
     if path.is_file():
         return _files_fingerprint(path.parent, [path])
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES and "/." not in str(p)]
+        files = [
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix in DATA_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)  # our staging files, not data
+        ]
         return _files_fingerprint(path, files)
     return fingerprint({"hub_dataset": str(source)})
 

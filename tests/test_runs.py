@@ -144,7 +144,19 @@ def test_finetune_reuse_follows_the_data_content_not_the_path(small_bench, tmp_p
     assert json.loads((out / FT_RECORD).read_text())["fingerprint"] != first
 
 
-def test_hessian_scores_follow_the_weights_not_the_path(target, small_bench, tmp_path):
+def test_data_fingerprint_sees_edits_under_a_hidden_parent_folder(small_bench, tmp_path):
+    data = tmp_path / ".cache" / "data"  # e.g. ~/.cache/...: only hidden entries *inside* the data folder are skipped
+    shutil.copytree(small_bench, data)
+    before = runs.data_fingerprint(data)
+    (data / ".staging-x").mkdir()
+    (data / ".staging-x" / "forget10.jsonl").write_text("{}\n")
+    assert runs.data_fingerprint(data) == before
+    with open(data / "forget10.jsonl", "a") as f:
+        f.write('{"question": "q?", "answer": "a."}\n')
+    assert runs.data_fingerprint(data) != before
+
+
+def test_hessian_scores_follow_the_weights_not_the_path(target, small_bench, tmp_path, caplog):
     model = tmp_path / "model"
     shutil.copytree(target, model)
     flags = ["--method", "grad_diff", "--selection", "hessian", "--max_steps", "1"]
@@ -162,9 +174,12 @@ def test_hessian_scores_follow_the_weights_not_the_path(target, small_bench, tmp
     run(*parse_args([*unlearn_args(model, small_bench, tmp_path / "b"), *flags]))
     assert len(score_files()) == 2 and set(first) < set(score_files()), "new weights must be scored anew"
     # a truncated cache file is recomputed with a warning, not a crash
-    cache = model / "selection_cache" / score_files()[0]
+    (current,) = set(score_files()) - set(first)  # the scores of the current weights
+    cache = model / "selection_cache" / current
     cache.write_bytes(cache.read_bytes()[:100])
-    run(*parse_args([*unlearn_args(model, small_bench, tmp_path / "c"), *flags, "--seed", "0"]))
+    run(*parse_args([*unlearn_args(model, small_bench, tmp_path / "c"), *flags]))
+    assert f"Hessian cache {cache} is corrupt" in caplog.text
+    assert len(torch.load(cache, weights_only=True)) > 0  # recomputed and written back whole
 
 
 def test_unlearning_reuses_only_the_same_content(target, small_bench, tmp_path, capsys):
