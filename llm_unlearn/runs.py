@@ -216,13 +216,25 @@ def recover(final: str | Path) -> None:
         os.replace(backup, final)
 
 
-def checkpoints(folder: str | Path) -> list[Path]:
-    """``checkpoint-N`` folders of ``folder``, oldest first."""
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether a ``checkpoint-N`` folder was written to the end. The Trainer writes ``trainer_state.json`` last
+    (after the weights, optimizer, scheduler and RNG states), so a kill while saving leaves a folder without it,
+    or with a truncated one: such a folder cannot be resumed from."""
+    try:
+        state = json.loads((Path(path) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
+
+
+def checkpoints(folder: str | Path, complete: bool = True) -> list[Path]:
+    """``checkpoint-N`` folders of ``folder``, oldest first; only those written to the end unless ``complete`` is
+    false (a kill while saving leaves the newest one half written)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return [p for _, p in sorted(found) if not complete or is_complete_checkpoint(p)]
 
 
 def is_nonempty_dir(path: Path) -> bool:

@@ -192,7 +192,7 @@ def check_inputs(cfg, trainer_cls) -> None:
 def _resume_request(cfg, stage) -> str | None:
     """The checkpoint to resume from for ``--resume_from_checkpoint``: a path, or ``true`` for the newest checkpoint
     of the interrupted run into ``output_dir``. A checkpoint inside the staging folder makes ``stage`` keep it."""
-    from .runs import checkpoints
+    from .runs import checkpoints, is_complete_checkpoint
 
     value = cfg.resume_from_checkpoint
     if value in (None, "", "false", "False"):
@@ -208,8 +208,11 @@ def _resume_request(cfg, stage) -> str | None:
             )
         return str(found[-1])
     path = Path(value)
-    if not (path / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a checkpoint folder (no trainer_state.json)")
+    if not is_complete_checkpoint(path):
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no readable trainer_state.json; "
+            "a run killed while saving leaves its newest checkpoint half written: pick an older one)"
+        )
     if stage.staging.resolve() in path.resolve().parents:
         stage.resume = True
         stage.check()

@@ -97,6 +97,16 @@ def test_commit_replaces_the_output_and_an_interrupted_commit_is_repaired(tmp_pa
     assert (final / "new.txt").read_text() == "new" and not runs.backup_path(final).exists()
 
 
+def test_only_checkpoints_written_to_the_end_count(tmp_path):
+    for step, state in [(2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, '{"global_st'), (8, None)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [p.name for p in runs.checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    assert len(runs.checkpoints(tmp_path, complete=False)) == 4
+
+
 def test_output_location_refuses_inputs_inside_or_around_it(tmp_path):
     (tmp_path / "data").mkdir()
     for out, how in ((tmp_path / "data", "is"), (tmp_path / "data" / "x", "lies inside"), (tmp_path, "contains")):
@@ -290,12 +300,20 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(target, small_bench, tm
     proc.send_signal(signal.SIGKILL)  # a real kill -9 after the third checkpoint, with 34 steps still to go
     proc.wait()
     assert not out.exists()
+    # a kill while saving leaves the newest checkpoint half written (trainer_state.json is written last): make one
+    # for sure, and check that the resume skips it for the newest complete one
+    newest = runs.checkpoints(staging)[-1]
+    half = staging / f"checkpoint-{int(newest.name.split('-')[1]) + 2}"
+    shutil.rmtree(half, ignore_errors=True)
+    shutil.copytree(newest, half)
+    (half / "trainer_state.json").write_text((newest / "trainer_state.json").read_text()[:40])
+    assert runs.checkpoints(staging)[-1] == newest and half in runs.checkpoints(staging, complete=False)
     with pytest.raises(FileExistsError, match="--resume_from_checkpoint true"):
         run(*parse_args(unlearn_args(target, small_bench, out, *flags)))
     with pytest.raises(ValueError, match="checkpoints of another run"):
         run(*parse_args(unlearn_args(target, small_bench, out, *flags[:-1], "4", "--resume_from_checkpoint", "true")))
     run(*parse_args(unlearn_args(target, small_bench, out, *flags, "--resume_from_checkpoint", "true")))
     record = json.loads((out / RECORD).read_text())
-    assert record["resumed_from"].startswith("checkpoint-") and record["global_steps"] == 40
+    assert record["resumed_from"] == newest.name and record["global_steps"] == 40
     assert max_diff(weights(out), weights(whole)) <= 1e-6
     assert not staging.exists()
