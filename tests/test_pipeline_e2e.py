@@ -57,7 +57,9 @@ def test_embedded_pipeline_discriminates(tmp_path):
     second = run_eval(str(ref2), str(tmp_path / "reference"), str(tmp_path / "data"), EvalConfig())
     assert second["forget_quality"] > 0.05
 
-    # A second run of the pipeline reuses every finished stage.
+    # A second run of the pipeline reuses every finished stage: no weights file is written again.
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors") if ".partial" not in str(p)}
+    assert any("target" in str(p) for p in written) and any("regularized_ft" in str(p) for p in written)
     again = run_embedded_pipeline(tmp_path, method="regularized_ft")
-    assert again["timings"]["target"] < 5 and again["timings"]["unlearning"] < 15
+    assert {p: p.stat().st_mtime_ns for p in written} == written
     assert again["unlearned"]["forget_quality"] == unlearned["forget_quality"]
