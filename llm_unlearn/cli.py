@@ -169,6 +169,43 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# --- tune ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_tune(args) -> int:
+    from .tune import TuneConfig, tune
+
+    cfg = TuneConfig(
+        method=args.method,
+        config=args.config,
+        workdir=args.workdir,
+        family=args.family,
+        family_seed=args.family_seed,
+        forget_splits=tuple(s.strip() for s in args.forget_splits.split(",") if s.strip()),
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+        n_trials=args.n_trials,
+        min_retention=args.min_retention,
+        study_seed=args.study_seed,
+        output=args.output,
+        overwrite=args.overwrite,
+    )
+    result = tune(cfg)
+    chosen = result["chosen"]
+    print(f"\n{result['trials']} trials; Pareto front of the trials with min retention >= {cfg.min_retention}:\n")
+    from .tune import front_table
+
+    print("\n".join(front_table(result["front"], cfg.space)))
+    if chosen is None:
+        print("no trial finished")
+        return 1
+    state = "chosen" if result["feasible"] else "NO trial met the retention constraint; highest retention"
+    print(
+        f"\n{state}: trial {chosen['number']} (forget score {chosen['forget_score']:.2f}, retention "
+        f"{chosen['retention']:.3f})\nwrote: " + ", ".join(result["files"])
+    )
+    return 0 if result["feasible"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.synth import SynthConfig
     from .evaluation.evaluator import EvalConfig
@@ -188,7 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth = dsub.add_parser("synth", help="Write the embedded synthetic benchmark (every TOFU split as JSONL).")
     synth.add_argument("--out", required=True, help="Folder to write the splits to.")
     synth.add_argument("--overwrite", action="store_true", help="Replace a benchmark with another config there.")
-    add_dataclass_arguments(synth, SynthConfig)
+    add_dataclass_arguments(synth, SynthConfig, skip=("family",))
+    synth.add_argument(
+        "--family",
+        choices=SynthConfig.FAMILIES,
+        default="authors",
+        help="Benchmark family: authors (default) is the benchmark results are reported on; inventors is the "
+        "development benchmark, used only for tuning recipes (`llm-unlearn tune`).",
+    )
     synth.set_defaults(func=cmd_data_synth)
     text = dsub.add_parser(
         "text",
@@ -275,6 +319,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="Unlearning method run on the target ('none': stop after evaluating the target).",
     )
     demo.set_defaults(func=cmd_demo)
+
+    from .tune import SEARCH_SPACES
+
+    tn = sub.add_parser(
+        "tune",
+        help="Choose a method's recipe with Optuna on the development benchmark family (never on the reported one).",
+        description="Search a method's learning rate, steps and loss weights with Optuna (TPE, two objectives) on "
+        "the development benchmark family (fictitious inventors: another generator than the embedded authors "
+        "benchmark that results are reported on). Builds (or reuses) the family's data, target and two references "
+        "per forget split in --workdir; each trial unlearns every split with every seed and is scored by its forget "
+        "score (mean of min(0, log10(FQ / max(0.05, noise floor))): 0 = not distinguishable from retraining "
+        "everywhere) and its retention (lowest minimum utility retention), subject to retention >= --min_retention. "
+        "Writes the Pareto front (WORKDIR/tune/METHOD/pareto.md), every trial (trials.json) and the chosen recipe "
+        "(--output, a YAML for unlearn.py --config). The study is stored in WORKDIR/tune/METHOD/study.db: run the "
+        "same command again to continue an interrupted search. Exit status 1 when no trial meets the constraint.",
+        formatter_class=fmt,
+    )
+    tn.add_argument("--method", required=True, choices=sorted(SEARCH_SPACES), help="Method to tune.")
+    tn.add_argument(
+        "--config", help="Base recipe the search overrides (default: configs/embedded_METHOD.yaml of this repo)."
+    )
+    tn.add_argument("--workdir", default="runs/dev", help="Folder of the development benchmark and the study.")
+    tn.add_argument("--family", default="inventors", help="Development benchmark family (not 'authors').")
+    tn.add_argument("--family_seed", type=int, default=0, help="Seed of the development benchmark instance.")
+    tn.add_argument("--forget_splits", default="forget01,forget05,forget10", help="Forget splits of every trial.")
+    tn.add_argument("--seeds", default="0", help="Unlearning seeds of every trial (comma-separated).")
+    tn.add_argument("--n_trials", type=int, default=20, help="Trials of the search (finished ones count).")
+    tn.add_argument("--min_retention", type=float, default=0.95, help="Lowest allowed minimum utility retention.")
+    tn.add_argument("--study_seed", type=int, default=0, help="Seed of the Optuna sampler.")
+    tn.add_argument("--output", help="Chosen recipe YAML (default configs/tuned_METHOD.yaml).")
+    tn.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")
+    tn.set_defaults(func=cmd_tune)
 
     push = sub.add_parser(
         "push",

@@ -679,6 +679,7 @@ def test_method_aliases_and_registry():
         (["--method", "regularized_ft", "--alpha_reg", "0"], "--alpha_reg"),
         (["--method", "regularized_ft", "--wrong_answer_source", "x"], "--wrong_answer_source"),
         (["--method", "regularized_ft", "--retention_mask_ratio", "1"], "--retention_mask_ratio"),
+        (["--method", "regularized_ft", "--alpha_reg_schedule", "step"], "--alpha_reg_schedule"),
         (["--method", "grad_diff", "--param_ratio", "2"], "--param_ratio"),
         (["--method", "grad_diff", "--selection", "fisher"], "--selection"),
         (["--method", "grad_diff", "--retain_loss_type", "mse"], "--retain_loss_type"),
@@ -692,6 +693,15 @@ def test_method_aliases_and_registry():
 def test_bad_values_name_the_option(argv, option):
     with pytest.raises(ValueError, match=re.escape(option)):
         parse_args(argv)
+
+
+def test_alpha_reg_schedules_decay_from_one_to_zero_over_the_run():
+    from llm_unlearn.trainers.regularized import alpha_factor
+
+    assert [alpha_factor("constant", t, 10) for t in (0, 5, 10)] == [1.0, 1.0, 1.0]
+    assert [alpha_factor("linear_decay", t, 10) for t in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert [round(alpha_factor("cosine_decay", t, 10), 6) for t in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert alpha_factor("linear_decay", 3, 0) == 1.0  # the step count is not known yet: full weight
 
 
 def test_alpha_reg_zero_is_allowed_without_a_regularizer():

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from . import losses as L
 from .base import UnlearnConfig, UnlearnTrainer
+
+
+ALPHA_SCHEDULES = {
+    "constant": lambda progress: 1.0,
+    "linear_decay": lambda progress: 1.0 - progress,
+    "cosine_decay": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+}
+
+
+def alpha_factor(schedule: str, step: int, total: int) -> float:
+    """The multiplier of α_reg at optimizer step ``step`` (0-based) of ``total``."""
+    progress = min(1.0, step / total) if total > 0 else 0.0
+    return ALPHA_SCHEDULES[schedule](progress)
 
 
 @dataclass
@@ -24,6 +38,11 @@ class RegularizedFTConfig(UnlearnConfig):
             ``perturbed_answer`` per step) or ``random_other`` (the answer of a random retain item of another entity).
         retention_mask_ratio (`float`, defaults to `0.0`): ρ > 0 trains only the ρ fraction of each weight tensor
             with the smallest retain-gradient magnitude at the original weights (the paper's later revision); 0 = off.
+        alpha_reg_schedule (`str`, defaults to `"constant"`): how α_reg changes over the run: ``constant``,
+            ``linear_decay`` (α_reg · (1 − t/T)) or ``cosine_decay`` (α_reg · (1 + cos(π t/T)) / 2), t the optimizer
+            step and T the run's steps. A decaying weight pushes the forget answers away early and lets the retain
+            loss settle them later, instead of pulling them toward the wrong answers to the end (the overshoot:
+            truth ratios past the retrained model's).
     """
 
     method: str = field(default="regularized_ft", metadata={"help": "Unlearning method name."})
@@ -32,6 +51,9 @@ class RegularizedFTConfig(UnlearnConfig):
     wrong_answer_source: str = field(default="perturbed", metadata={"help": "perturbed or random_other."})
     retention_mask_ratio: float = field(
         default=0.0, metadata={"help": "Fraction of weights (least retain-salient) that train; 0 = all."}
+    )
+    alpha_reg_schedule: str = field(
+        default="constant", metadata={"help": "alpha_reg over the run: constant, linear_decay or cosine_decay."}
     )
 
     def __post_init__(self):
@@ -50,6 +72,10 @@ class RegularizedFTConfig(UnlearnConfig):
             raise ValueError(
                 f"--alpha_reg must be in (0, 1] with a regularizer, got {self.alpha_reg} "
                 "(use --forget_regularizer none for plain fine-tuning)"
+            )
+        if self.alpha_reg_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(
+                f"--alpha_reg_schedule must be one of {', '.join(ALPHA_SCHEDULES)}, got {self.alpha_reg_schedule!r}"
             )
         if not 0.0 <= self.retention_mask_ratio < 1.0:
             raise ValueError(f"--retention_mask_ratio must be in [0, 1), got {self.retention_mask_ratio}")
@@ -85,6 +111,9 @@ class RegularizedFTTrainer(UnlearnTrainer):
             side = inputs["forget"]
             terms["forget_loss"] = L.kl_uniform_loss(self.forward(model, side), side["labels"])
         if "forget_loss" in terms:
-            total = total + self.args.alpha_reg * terms["forget_loss"]
+            weight = self.args.alpha_reg * alpha_factor(
+                self.args.alpha_reg_schedule, self.state.global_step, self.state.max_steps
+            )
+            total = total + weight * terms["forget_loss"]
         terms["loss"] = total
         return terms

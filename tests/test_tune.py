@@ -1,0 +1,119 @@
+"""``llm-unlearn tune``: scoring, the Pareto front, the choice, and a small search end to end (resumable)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llm_unlearn.finetune import FinetuneConfig, finetune
+from llm_unlearn.tune import TuneConfig, choose, forget_score, pareto_front, score_runs, tune
+from llm_unlearn.unlearn import parse_args
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(num_train_epochs=2, hidden_size=32, num_layers=1, vocab_size=400, per_device_train_batch_size=16)
+
+
+def test_forget_score_counts_orders_of_magnitude_short_of_the_bar():
+    assert forget_score(0.5, 0.2) == 0.0  # not distinguishable: no credit for more
+    assert forget_score(0.005, None) == pytest.approx(-1.0)  # bar 0.05 without a floor
+    assert forget_score(0.0099, 0.99) == pytest.approx(-2.0)  # bar = the floor where it is above 0.05
+    assert forget_score(0.0, 0.3) < -100
+
+
+def test_a_diverged_run_makes_the_trial_infeasible_and_retention_is_the_worst_run():
+    ok = {"forget_quality_median": 0.5, "noise_floor": 0.1, "min_retention": 0.97}
+    bad = {"forget_quality_median": 0.0005, "noise_floor": 0.1, "min_retention": 0.91}
+    fs, ret = score_runs([ok, bad])
+    assert fs == pytest.approx((0 + math.log10(0.0005 / 0.1)) / 2) and ret == 0.91
+    assert score_runs([ok, {"diverged": "non-finite loss"}]) == (-10.0, 0.0)
+
+
+def test_front_and_choice():
+    pts = [
+        {"number": 0, "forget_score": -2.0, "retention": 0.99},
+        {"number": 1, "forget_score": -1.0, "retention": 0.96},
+        {"number": 2, "forget_score": -1.5, "retention": 0.95},  # dominated by 1
+        {"number": 3, "forget_score": 0.0, "retention": 0.80},
+    ]
+    assert [p["number"] for p in pareto_front(pts)] == [3, 1, 0]
+    chosen, ok = choose(pts, 0.95)
+    assert ok and chosen["number"] == 1
+    chosen, ok = choose(pts, 0.999)
+    assert not ok and chosen["number"] == 0  # nothing feasible: the highest retention, flagged
+
+
+def test_config_refuses_the_reported_family_an_existing_output_and_unknown_methods(tmp_path):
+    with pytest.raises(ValueError, match="development family"):
+        TuneConfig(method="npo", family="authors", output=str(tmp_path / "r.yaml"))
+    (tmp_path / "r.yaml").write_text("x: 1\n")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        TuneConfig(method="npo", output=str(tmp_path / "r.yaml"))
+    with pytest.raises(ValueError, match="tune knows"):
+        TuneConfig(method="npx", output=str(tmp_path / "q.yaml"))
+    cfg = TuneConfig(method="regularized_ft", output=str(tmp_path / "q.yaml"))
+    assert Path(cfg.config).name == "embedded_regularized_ft.yaml"
+    assert {"learning_rate", "max_steps", "alpha_reg", "alpha_reg_schedule"} <= set(cfg.space)
+
+
+@pytest.fixture(scope="module")
+def bench(small_bench, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    target = finetune(FinetuneConfig(data=str(small_bench), output_dir=str(root / "target"), **TINY))
+    refs = [
+        finetune(
+            FinetuneConfig(
+                data=str(small_bench), split="retain90", data_seed=s, output_dir=str(root / f"ref{s}"), **TINY
+            )
+        )
+        for s in (None, 1)
+    ]
+    return {
+        "data": str(small_bench),
+        "target": str(target),
+        "splits": {"forget10": {"references": [str(r) for r in refs]}},
+    }
+
+
+def test_a_small_search_writes_a_loadable_recipe_and_the_front_and_continues_when_run_again(bench, tmp_path, capsys):
+    space = {"learning_rate": ("float", 1e-4, 1e-3, True), "max_steps": ("int", 2, 4, False)}
+    out = tmp_path / "configs" / "tuned_npo.yaml"
+
+    def cfg(n, overwrite=False):
+        return TuneConfig(
+            method="npo",
+            workdir=str(tmp_path / "w"),
+            forget_splits=("forget10",),
+            n_trials=n,
+            output=str(out),
+            overwrite=overwrite,
+            space=space,
+            min_retention=0.5,
+        )
+
+    first = tune(cfg(2), bench)
+    assert first["trials"] == 2 and first["chosen"] is not None
+    chosen = first["chosen"]
+    assert set(chosen["params"]) >= {"learning_rate", "max_steps", "beta", "gamma"}
+    assert 1e-4 <= chosen["params"]["learning_rate"] <= 1e-3 and 2 <= chosen["params"]["max_steps"] <= 4
+    (run,) = chosen["runs"]
+    assert run["split"] == "forget10" and 0 <= run["forget_quality_median"] <= 1 and run["min_retention"] > 0
+    # the recipe is what unlearn.py reads: tuned values on top of the base recipe
+    text = out.read_text()
+    assert text.startswith("# npo: recipe chosen by `llm-unlearn tune` on the development benchmark family")
+    loaded, _ = parse_args(["--config", str(out)])
+    assert loaded.max_steps == chosen["params"]["max_steps"]
+    assert loaded.learning_rate == pytest.approx(chosen["params"]["learning_rate"], rel=1e-3)
+    assert yaml.safe_load(text)["per_device_train_batch_size"] == 8  # kept from configs/embedded_npo.yaml
+    front = (tmp_path / "w" / "tune" / "npo" / "pareto.md").read_text()
+    assert f"| {chosen['number']} |" in front or not first["feasible"]
+    assert not list((tmp_path / "w" / "tune" / "npo").glob("trial_*"))  # trial models are not kept
+    capsys.readouterr()
+    # the same search again continues the stored study: one more trial, not three
+    again = tune(cfg(3, overwrite=True), bench)
+    printed = capsys.readouterr().out
+    assert "continuing the search" in printed and printed.count("[trial ") == 1
+    assert again["trials"] == 3
