@@ -20,8 +20,10 @@ evaluates it against the two references and prints:
 4. the cost of Hessian scoring (fisher, ggn, hutchinson per probe) as a multiple of one forward+backward pass over
    the same scoring data, measured in this run (median of 3).
 
-The recipes were not tuned on a separate development benchmark yet: read the table as a measurement of the shipped
-recipes, not as tuned results.
+The ``embedded_<method>.yaml`` recipes share one hand-set budget. The ``(tuned on dev)`` rows run the recipes that
+``llm-unlearn tune`` chose on the development family (``configs/tuned_<method>.yaml``: fictitious inventors, another
+generator), never on this benchmark; claim D counts how many of their runs meet the goal of issue 9 (not
+distinguishable from retraining, every utility component ≥ 95 % of the target's).
 """
 
 from __future__ import annotations
@@ -50,7 +52,15 @@ RUNS = {
     "idk_nll": ("embedded_idk_nll.yaml", []),
     "idk_dpo": ("embedded_idk_dpo.yaml", []),
 }
+# Recipes chosen by `llm-unlearn tune` on the development family (configs/tuned_<method>.yaml), where they exist.
+CORE = ("regularized_ft", "hessian", "natural")
+for _path in sorted((ROOT / "configs").glob("tuned_*.yaml")):
+    _m = _path.stem[len("tuned_") :]
+    RUNS[f"{_m} (tuned on dev)"] = (_path.name, [])
+    if _m == "hessian":
+        RUNS["random selection (tuned hessian)"] = (_path.name, ["--selection", "random"])
 PLAIN = "finetune (no regularizer)"
+RETENTION_GOAL = 0.95
 TIMING_ROUNDS, TIMING_STEPS, WARMUP_STEPS = 3, 12, 3
 
 
@@ -170,21 +180,22 @@ def run_grid(names, splits, seeds, work: Path) -> dict:
 
 def print_tables(results: dict) -> None:
     print(
-        "\n| split | method | forget quality | noise floor | not distinguishable | model utility | min retention | "
-        "PrivLeak % |\n|---|---|---:|---:|---:|---:|---:|---:|"
+        "\n| split | method | forget quality (median over references) | noise floor | not distinguishable | "
+        "model utility | min retention | PrivLeak % |\n|---|---|---:|---:|---:|---:|---:|---:|"
     )
     for split, res in results.items():
         t = res["target"]
         floor = t["calibration"]["noise_floor"]
         print(
-            f"| {split} | target (before unlearning) | {t['forget_quality']:.3g} | {floor:.3g} | – | "
+            f"| {split} | target (before unlearning) | {t['calibration']['forget_quality_median']:.3g} | "
+            f"{floor:.3g} | – | "
             f"{t['model_utility']:.3f} | 1 | {t['summary'].get('privleak', float('nan')):+.1f} |"
         )
         for name, runs in res["runs"].items():
             cals = [c["calibration"] for c, _ in runs]
             close = sum(not cal["verdict"]["distinguishable"] for cal in cals)
             print(
-                f"| {split} | {name} | {_fmt([c['forget_quality'] for c, _ in runs], clip=(0, 1))} | "
+                f"| {split} | {name} | {_fmt([cal['forget_quality_median'] for cal in cals], clip=(0, 1))} | "
                 f"{floor:.3g} | {close}/{len(runs)} | {_fmt([c['model_utility'] for c, _ in runs], '.3f')} | "
                 f"{_fmt([cal['utility_retention']['minimum'] for cal in cals], '.3f')} | "
                 f"{_fmt([c['summary'].get('privleak', float('nan')) for c, _ in runs], '+.1f')} |"
@@ -235,6 +246,24 @@ def claims(results: dict, grid: dict | None) -> list[tuple[str, str, bool | None
                     "(Hessian and random at lr 5e-3, all parameters at 1e-3)",
                 )
             )
+    for method in CORE:
+        name = f"{method} (tuned on dev)"
+        runs = [(split, c) for split, res in results.items() for c, _ in res["runs"].get(name, [])]
+        if not runs:
+            continue
+        close = [not c["calibration"]["verdict"]["distinguishable"] for _, c in runs]
+        kept = [c["calibration"]["utility_retention"]["minimum"] >= RETENTION_GOAL for _, c in runs]
+        both = sum(a and b for a, b in zip(close, kept))
+        out.append(
+            (
+                "D",
+                f"{name}: not distinguishable from retraining with every utility component ≥ 95 % of the target's, "
+                f"on every run ({', '.join(results)} × seeds)",
+                both == len(runs),
+                f"{both}/{len(runs)} runs meet both; not distinguishable {sum(close)}/{len(runs)}, every component "
+                f"≥ 95 % {sum(kept)}/{len(runs)}",
+            )
+        )
     if grid:
         tu = grid["target_utility"]
         loss = {m: [tu - u for u in grid[m]] for m in ("natural", "relabel")}
