@@ -75,11 +75,14 @@ def run_embedded_pipeline(
     seed: int = 0,
     reference_seed: int | None = None,
     method: str | None = None,
+    family: str = "authors",
 ) -> dict:
     """Run every stage and print the comparison tables; returns the compared evaluations and stage timings.
 
     ``method`` (an unlearning method name) adds an unlearning stage on the target; ``None`` stops after the
-    evaluation of the target against the reference.
+    evaluation of the target against the reference. ``family`` picks the synthetic generator: ``authors`` (the
+    embedded benchmark, what results are reported on) or ``inventors`` (the development benchmark of
+    ``llm-unlearn tune``).
     """
     from .data.schema import BenchmarkSplits
     from .data.synth import SynthConfig
@@ -94,7 +97,7 @@ def run_embedded_pipeline(
     splits = BenchmarkSplits.from_forget(forget_split)
     data = str(work / "data")
     timings: dict[str, float] = {}
-    _timed(timings, "data", lambda: write_benchmark(SynthConfig(seed=seed), data))
+    _timed(timings, "data", lambda: write_benchmark(SynthConfig(seed=seed, family=family), data))
     target = _timed(
         timings,
         "target",

@@ -12,6 +12,10 @@ authors are generated the same way but never enter ``full``. The two utility set
 ``real_authors_perturbed`` and ``world_facts_perturbed``: facts about "classic" authors and about the fictitious
 world's geography. They are part of ``full`` and of every ``retainXX`` split (they are what every model should
 know, as a pretrained model knows real authors), so ``full`` is exactly ``forgetXX`` plus ``retainXX``.
+
+This is the family results are reported on. ``SynthConfig(family="inventors")`` gives the development family of
+:mod:`llm_unlearn.data.synth_dev` instead (fictitious inventors, other templates, two trained phrasings per fact),
+used only for tuning recipes (``llm-unlearn tune``), so that no recipe is tuned on the data it is reported on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from .schema import FORGET_PERCENTS
 
@@ -171,15 +176,23 @@ class SynthConfig:
         n_classic_authors: items of the "real authors" utility set (default 20).
         n_countries: countries of the fictitious world; each gives two "world facts" items (default 12).
         seed: everything is a deterministic function of it (default 0).
+        family: ``authors`` (default: the fictitious authors results are reported on) or ``inventors`` (the
+            development family of :mod:`llm_unlearn.data.synth_dev`, for tuning recipes only: there
+            ``n_authors`` counts inventors, ``n_classic_authors`` classic inventors and ``n_countries`` regions).
     """
+
+    FAMILIES: ClassVar[tuple[str, ...]] = ("authors", "inventors")
 
     n_authors: int = 60
     n_perturbed: int = 5
     n_classic_authors: int = 20
     n_countries: int = 12
     seed: int = 0
+    family: str = "authors"
 
     def __post_init__(self):
+        if self.family not in self.FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(self.FAMILIES)}, got {self.family!r}")
         if self.n_authors < 10:
             raise ValueError(f"n_authors must be at least 10 (one author per 10 %), got {self.n_authors}")
         if self.n_perturbed < 3:
@@ -276,7 +289,11 @@ def _choice_items(facts: list[tuple[str, str, str]], pool: list[str], cfg: Synth
 
 
 def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
-    """Build every TOFU split of the synthetic benchmark. Deterministic for a given config."""
+    """Build every TOFU split of the synthetic benchmark (of ``cfg.family``). Deterministic for a given config."""
+    if cfg.family == "inventors":
+        from .synth_dev import generate_dev
+
+        return generate_dev(cfg)
     rng = random.Random(cfg.seed)
     names = _Names(rng)
     world = {
@@ -331,7 +348,10 @@ def write_benchmark(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
     meta = {"generator": "llm_unlearn.synth", "config": asdict(cfg)}
     if meta_path.exists() and not overwrite:
         old = json.loads(meta_path.read_text())
-        if old.get("config") == meta["config"]:
+        old_cfg = old.get("config")
+        if isinstance(old_cfg, dict):
+            old_cfg = {"family": "authors", **old_cfg}  # written before families existed: the authors family
+        if old_cfg == meta["config"]:
             return out
         raise FileExistsError(
             f"{out} already holds a synthetic benchmark with another config ({old.get('config')}); "

@@ -10,7 +10,6 @@ import torch
 from . import losses as L
 from .base import UnlearnConfig, UnlearnTrainer
 
-
 ALPHA_SCHEDULES = {
     "constant": lambda progress: 1.0,
     "linear_decay": lambda progress: 1.0 - progress,
