@@ -377,7 +377,7 @@ CASES = [
     (
         "resume_not_a_checkpoint",
         lambda e: (resume_into_finished(e), unlearn(e, "--resume_from_checkpoint", str(e.root / "ckpt")))[1],
-        r"ckpt: not a checkpoint folder",
+        r"ckpt: not a complete checkpoint folder",
     ),
     # --- publishing ---------------------------------------------------------------------------------------------
     (
