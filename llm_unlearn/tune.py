@@ -49,11 +49,14 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "alpha_reg": ("float", 0.02, 1.0, True),
         "alpha_reg_schedule": ("categorical", ("constant", "linear_decay", "cosine_decay")),
         "forget_regularizer": ("categorical", ("wrong_answer", "kl_uniform")),
+        # perturbed answers share the evaluation's wrong-answer phrasing: training toward them can overshoot
+        "wrong_answer_source": ("categorical", ("perturbed", "random_other")),
     },
     "natural": {
         "n_hybrids": ("int", 1, 8, False),
         "delta": ("float", 0.0, 0.5, False),
         "partner_selection": ("categorical", ("likelihood", "similarity", "random")),
+        "mix_space": ("categorical", ("token", "embedding", "context")),
         "hybrid_weight": ("float", 0.25, 4.0, True),
     },
     "hessian": {

@@ -82,6 +82,22 @@ def test_utility_retention_shows_the_collapse_a_harmonic_mean_hides():
     assert C.utility_retention(target, target)["below_90"] == []
 
 
+def test_retention_says_how_much_one_item_moves_it():
+    target = result("t", A)
+    target["splits"]["real_authors"]["items"] = [{"probability": 0.8, "rouge_l_recall": 1.0, "truth_ratio": 0.5}] * 20
+    one_lost = result("u", A, utility={**{r: UTILITY for r in C.UTILITY_ROLES}, "real_authors": {**UTILITY}})
+    one_lost["splits"]["real_authors"]["aggregate"]["rouge_l_recall"] = 0.9 * 19 / 20
+    r = C.utility_retention(one_lost, target)
+    assert r["one_item"]["real_authors/rouge_l_recall"] == pytest.approx(1 / 20)
+    assert r["worst"] == "real_authors/rouge_l_recall" and r["minimum"] == pytest.approx(0.95)
+    assert r["within_one_item"] and "about 1/20, so the loss is within one item" in r["text"]
+    two_lost = result("u", A)
+    two_lost["splits"]["real_authors"]["aggregate"]["rouge_l_recall"] = 0.9 * 18 / 20
+    r2 = C.utility_retention(two_lost, target)
+    assert not r2["within_one_item"] and "within one item" not in r2["text"]
+    assert r2["one_item"]["retain/probability"] != r2["one_item"]["retain/probability"]  # no items: unknown (NaN)
+
+
 def test_calibrate_against_two_references_with_the_target():
     refs = [result("r1", A), result("r2", B)]
     target, unlearned = result("t", FAR), result("u", B)

@@ -24,6 +24,7 @@ turns those caveats into numbers and words that every evaluation carries (``comp
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 
@@ -109,16 +110,48 @@ def utility_components(result: Mapping) -> dict[str, float]:
     return {f"{r}/{m}": result["splits"][r]["aggregate"][m] for r in UTILITY_ROLES for m in UTILITY_METRICS}
 
 
+def one_item_steps(target: Mapping) -> dict[str, float]:
+    """For each utility component, the retention one item can move on its own: its largest per-item value in the
+    target over the split's sum (for ROUGE on one-word answers, 1 / number of items). A component's retention is
+    only resolved to about this step: with 20 items, one flipped answer costs 5 %."""
+    out = {}
+    for r in UTILITY_ROLES:
+        items = target["splits"][r].get("items") or []
+        for m in UTILITY_METRICS:
+            values = [it[m] for it in items if isinstance(it.get(m), (int, float))]
+            total = sum(values)
+            out[f"{r}/{m}"] = max(values) / total if values and total > 0 else float("nan")
+    return out
+
+
 def utility_retention(result: Mapping, target: Mapping) -> dict:
-    """Each utility component of ``result`` divided by the target's, the minimum, and those below 90 %."""
+    """Each utility component of ``result`` divided by the target's, the minimum, those below 90 %, and the
+    resolution of each (``one_item``: the retention one item moves; the worst component's shortfall is said to lie
+    within one item when it is no larger than that step)."""
     mine, theirs = utility_components(result), utility_components(target)
     ratios = {k: (mine[k] / theirs[k] if theirs[k] > 0 else (1.0 if mine[k] == 0 else float("inf"))) for k in mine}
     worst = min(ratios, key=ratios.get)
     below = sorted(k for k, v in ratios.items() if v < RETENTION_WARNING)
-    text = f"minimum utility retention {ratios[worst]:.3g} ({worst}, unlearned / target)"
+    steps = one_item_steps(target)
+    within = bool(1.0 - ratios[worst] <= steps[worst] + 1e-9)
+    text = f"minimum utility retention {ratios[worst]:.3g} ({worst}, unlearned / target"
+    if math.isfinite(steps[worst]):
+        n = round(1 / steps[worst]) if steps[worst] > 0 else 0
+        text += f"; one item moves it by {steps[worst]:.3g}, about 1/{n}"
+        if within and ratios[worst] < 1.0:
+            text += ", so the loss is within one item"
+    text += ")"
     if below:
         text += "; WARNING: below 90 % of the target's: " + ", ".join(f"{k} {ratios[k]:.3f}" for k in below)
-    return {"components": ratios, "minimum": ratios[worst], "worst": worst, "below_90": below, "text": text}
+    return {
+        "components": ratios,
+        "minimum": ratios[worst],
+        "worst": worst,
+        "below_90": below,
+        "one_item": steps,
+        "within_one_item": within,
+        "text": text,
+    }
 
 
 def _words(text: str) -> set[str]:
@@ -158,8 +191,6 @@ def matched_ratios(result: Mapping, choice: Sequence[str]) -> list[float]:
 
 def _strength(target_fq: float | None, floor: float | None) -> float | None:
     """How far (orders of magnitude) the target lies below the bar: higher discriminates better."""
-    import math
-
     if target_fq is None:
         return None
     bar = FQ_THRESHOLD if floor is None else min(FQ_THRESHOLD, floor)
