@@ -50,7 +50,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "alpha_reg_schedule": ("categorical", ("constant", "linear_decay", "cosine_decay")),
         "forget_regularizer": ("categorical", ("wrong_answer", "kl_uniform")),
         # perturbed answers share the evaluation's wrong-answer phrasing: training toward them can overshoot
-        "wrong_answer_source": ("categorical", ("perturbed", "random_other")),
+        "wrong_answer_source": ("categorical", ("perturbed", "random_other", "similar_other")),
     },
     "natural": {
         "n_hybrids": ("int", 1, 8, False),

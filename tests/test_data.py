@@ -299,3 +299,24 @@ def test_hub_path_is_attempted_and_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataValidationError, match="config 'forget10' of Hub dataset 'locuslab/TOFU'"):
         load_split("locuslab/TOFU", "forget10")
+
+
+def test_similar_other_answers_answer_the_same_kind_of_question_for_someone_else():
+    from llm_unlearn.data.unlearn_data import similar_other_answers
+
+    splits = generate(SynthConfig())
+    forget, retain = splits["forget10"], splits["retain90"]
+    others = similar_other_answers(forget, retain, 4)
+    by_answer = {r["answer"]: r for r in retain}
+    kind = {"mother": "job", "father": "job"}  # a parent's profession either way
+    same_kind = 0
+    for row, answers in zip(forget, others):
+        assert len(answers) == 4 and row["answer"] not in answers
+        picked = [by_answer[a] for a in answers]
+        assert all(p["entity"] != row["entity"] for p in picked)
+        want = kind.get(row["attribute"], row["attribute"])
+        same_kind += all(kind.get(p["attribute"], p["attribute"]) == want for p in picked)
+    assert same_kind == len(forget)  # the question template decides the neighbours
+    # without entities, only the identical question is excluded
+    bare = [{k: v for k, v in r.items() if k != "entity"} for r in retain[:30]]
+    assert similar_other_answers([bare[0]], bare, 2)[0] != [bare[0]["answer"]] * 2

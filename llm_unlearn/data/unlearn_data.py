@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 
 from .formatting import QAFormatter
 from .pairing import PairedDataset
-from .schema import DataValidationError, perturbed_answer_problem
+from .schema import DataValidationError, normalize_text, perturbed_answer_problem
 
 N_RANDOM_OTHER = 8
 
@@ -51,6 +52,33 @@ def random_other_answers(
     return out
 
 
+def _question_words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def similar_other_answers(forget_rows: Sequence[dict], retain_rows: Sequence[dict], k: int) -> list[list[str]]:
+    """For each forget item, the answers of the ``k`` retain items about another entity whose questions share the
+    most words with its question (Jaccard; ties: the earlier retain row). Those answer the same kind of question
+    for someone else: plausible wrong values in a phrasing the model was trained on, without using the
+    evaluation's ``perturbed_answer`` texts. Answers equal to the forget answer (after normalisation) are skipped;
+    without an ``entity`` field, items with the same question are skipped instead."""
+    keyed = [(_question_words(r["question"]), r) for r in retain_rows]
+    out = []
+    for row in forget_rows:
+        mine, entity = _question_words(row["question"]), row.get("entity")
+        scored = []
+        for j, (words, r) in enumerate(keyed):
+            if (entity is not None and r.get("entity") == entity) or r["question"] == row["question"]:
+                continue
+            if normalize_text(r["answer"]) == normalize_text(row["answer"]):
+                continue  # someone else with the same value: not a wrong answer
+            union = len(mine | words)
+            scored.append((-(len(mine & words) / union if union else 0.0), j, r["answer"]))
+        scored.sort()
+        out.append([a for _, _, a in scored[:k]])
+    return out
+
+
 def standard_dataset(
     formatter: QAFormatter,
     forget_rows: Sequence[dict],
@@ -62,7 +90,11 @@ def standard_dataset(
 ) -> PairedDataset:
     """Forget items with the requested sides: ``forget`` (question → answer), ``alt`` (question → a wrong answer:
     a perturbed one or another entity's), ``idk`` (question → a refusal); retain items (question → answer)."""
-    others = random_other_answers(forget_rows, retain_rows, N_RANDOM_OTHER, seed) if "alt" in sides else None
+    others = None
+    if "alt" in sides and alt_source == "random_other":
+        others = random_other_answers(forget_rows, retain_rows, N_RANDOM_OTHER, seed)
+    elif "alt" in sides and alt_source == "similar_other":
+        others = similar_other_answers(forget_rows, retain_rows, N_RANDOM_OTHER)
     items = []
     for i, row in enumerate(forget_rows):
         q = row["question"]

@@ -34,7 +34,9 @@ class RegularizedFTConfig(UnlearnConfig):
             fine-tuning on retain, α_reg = 0: the naive baseline that the paper shows fails to forget).
         alpha_reg (`float`, defaults to `0.3`): weight α_reg ∈ (0, 1] of the regularizer.
         wrong_answer_source (`str`, defaults to `"perturbed"`): ``perturbed`` (one of the dataset's
-            ``perturbed_answer`` per step) or ``random_other`` (the answer of a random retain item of another entity).
+            ``perturbed_answer`` per step), ``random_other`` (the answer of a random retain item of another entity) or
+            ``similar_other`` (the answers of the retain items about another entity whose questions are most alike:
+            plausible wrong values in a trained phrasing, without the evaluation's perturbed answers).
         retention_mask_ratio (`float`, defaults to `0.0`): ρ > 0 trains only the ρ fraction of each weight tensor
             with the smallest retain-gradient magnitude at the original weights (the paper's later revision); 0 = off.
         alpha_reg_schedule (`str`, defaults to `"constant"`): how α_reg changes over the run: ``constant``,
@@ -47,7 +49,9 @@ class RegularizedFTConfig(UnlearnConfig):
     method: str = field(default="regularized_ft", metadata={"help": "Unlearning method name."})
     forget_regularizer: str = field(default="wrong_answer", metadata={"help": "wrong_answer, kl_uniform or none."})
     alpha_reg: float = field(default=0.3, metadata={"help": "Weight of the forget regularizer, in (0, 1]."})
-    wrong_answer_source: str = field(default="perturbed", metadata={"help": "perturbed or random_other."})
+    wrong_answer_source: str = field(
+        default="perturbed", metadata={"help": "perturbed, random_other or similar_other."}
+    )
     retention_mask_ratio: float = field(
         default=0.0, metadata={"help": "Fraction of weights (least retain-salient) that train; 0 = all."}
     )
@@ -61,9 +65,10 @@ class RegularizedFTConfig(UnlearnConfig):
             raise ValueError(
                 f"--forget_regularizer must be wrong_answer, kl_uniform or none, got {self.forget_regularizer!r}"
             )
-        if self.wrong_answer_source not in ("perturbed", "random_other"):
+        if self.wrong_answer_source not in ("perturbed", "random_other", "similar_other"):
             raise ValueError(
-                f"--wrong_answer_source must be perturbed or random_other, got {self.wrong_answer_source!r}"
+                "--wrong_answer_source must be perturbed, random_other or similar_other, got "
+                f"{self.wrong_answer_source!r}"
             )
         if self.forget_regularizer == "none":
             self.alpha_reg = 0.0
