@@ -191,10 +191,10 @@ def cmd_tune(args) -> int:
     )
     result = tune(cfg)
     chosen = result["chosen"]
-    print(f"\n{result['trials']} trials; Pareto front of the trials with min retention >= {cfg.min_retention}:\n")
+    print(f"\n{result['trials']} trials; Pareto front (feasible: min retention >= {cfg.min_retention}):\n")
     from .tune import front_table
 
-    print("\n".join(front_table(result["front"], cfg.space)))
+    print("\n".join(front_table(result["front"], cfg.space, cfg.min_retention)))
     if chosen is None:
         print("no trial finished")
         return 1

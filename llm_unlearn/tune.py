@@ -20,9 +20,10 @@ Protocol:
      over runs.
 
    Constraint: retention ≥ ``--min_retention`` (default 0.95).
-4. The Pareto front of the two objectives among trials that meet the constraint is written next to the study, and
-   the chosen recipe (the feasible trial with the highest forget score; ties: higher retention) as a YAML that
-   ``unlearn.py --config`` reads, with the search, the front and the chosen trial's numbers in its header.
+4. The Pareto front of the two objectives over all trials (each marked feasible or not: the whole trade-off) is
+   written next to the study, and the chosen recipe (the feasible trial with the highest forget score; ties:
+   higher retention) as a YAML that ``unlearn.py --config`` reads, with the search, the front and the chosen
+   trial's numbers in its header.
 
 The study lives in ``WORKDIR/tune/<method>/study.db`` (SQLite): an interrupted search continues where it stopped,
 and ``--n_trials`` counts every finished trial of the same search.
@@ -325,8 +326,7 @@ def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
         for t in study.trials
         if t.state == optuna.trial.TrialState.COMPLETE
     ][: max(cfg.n_trials, 1)]
-    feasible = [p for p in points if p["retention"] >= cfg.min_retention]
-    front = pareto_front(feasible)
+    front = pareto_front(points)
     chosen, ok = choose(points, cfg.min_retention)
     files = write_outputs(cfg, bench, points, front, chosen, ok)
     return {"chosen": chosen, "feasible": ok, "front": front, "trials": len(points), "files": files, "bench": bench}
@@ -339,11 +339,13 @@ def _fmt(v) -> str:
 # --- outputs ------------------------------------------------------------------------------------------------------
 
 
-def front_table(front: list[dict], space: dict) -> list[str]:
+def front_table(front: list[dict], space: dict, min_retention: float) -> list[str]:
     names = list(space)
     lines = [
-        "| trial | " + " | ".join(names) + " | forget score | min retention | per split: FQ / bar, retention |",
-        "|---:|" + "---:|" * len(names) + "---:|---:|---|",
+        "| trial | "
+        + " | ".join(names)
+        + " | forget score | min retention | feasible | per split: FQ / bar, retention |",
+        "|---:|" + "---:|" * len(names) + "---:|---:|:-:|---|",
     ]
     for p in front:
         per = "; ".join(
@@ -354,7 +356,8 @@ def front_table(front: list[dict], space: dict) -> list[str]:
             for r in p["runs"]
         )
         values = " | ".join(_fmt(p["params"].get(n)) for n in names)
-        lines.append(f"| {p['number']} | {values} | {p['forget_score']:.2f} | {p['retention']:.3f} | {per} |")
+        ok = "yes" if p["retention"] >= min_retention else "no"
+        lines.append(f"| {p['number']} | {values} | {p['forget_score']:.2f} | {p['retention']:.3f} | {ok} | {per} |")
     return lines
 
 
@@ -363,16 +366,16 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
 
     from .runs import atomic_write_text
 
-    table = front_table(front, cfg.space)
+    table = front_table(front, cfg.space, cfg.min_retention)
     n_feasible = len([p for p in points if p["retention"] >= cfg.min_retention])
     front_md = cfg.study_dir / "pareto.md"
     atomic_write_text(
         front_md,
         f"# Pareto front of `llm-unlearn tune --method {cfg.method}`\n\n"
         f"{len(points)} trials on the {cfg.family} family (seed {cfg.family_seed}), splits "
-        f"{', '.join(cfg.forget_splits)}, unlearning seeds {', '.join(map(str, cfg.seeds))}; trials with minimum "
-        f"utility retention ≥ {cfg.min_retention} only ({n_feasible}"
-        " of them).\n\n" + "\n".join(table) + "\n",
+        f"{', '.join(cfg.forget_splits)}, unlearning seeds {', '.join(map(str, cfg.seeds))}; {n_feasible} of them "
+        f"feasible (minimum utility retention ≥ {cfg.min_retention}). The front holds the trials that no other "
+        "trial beats on both forget score and retention.\n\n" + "\n".join(table) + "\n",
     )
     atomic_write_text(cfg.study_dir / "trials.json", json.dumps(points, indent=1) + "\n")
     files = [str(front_md), str(cfg.study_dir / "trials.json")]
