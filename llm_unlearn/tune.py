@@ -61,7 +61,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "hybrid_weight": ("float", 0.25, 4.0, True),
     },
     "hessian": {
-        "learning_rate": ("float", 1e-3, 2e-2, True),  # only a fraction of the entries move: larger steps
+        "learning_rate": ("float", 2e-4, 2e-2, True),  # only a fraction of the entries move: larger steps may pay
         "param_ratio": ("float", 0.01, 0.3, True),
         "gamma": ("float", 0.05, 1.0, True),
     },
