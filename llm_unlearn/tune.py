@@ -369,14 +369,14 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
     table = front_table(front, cfg.space, cfg.min_retention)
     n_feasible = len([p for p in points if p["retention"] >= cfg.min_retention])
     front_md = cfg.study_dir / "pareto.md"
-    atomic_write_text(
-        front_md,
+    front_text = (
         f"# Pareto front of `llm-unlearn tune --method {cfg.method}`\n\n"
         f"{len(points)} trials on the {cfg.family} family (seed {cfg.family_seed}), splits "
         f"{', '.join(cfg.forget_splits)}, unlearning seeds {', '.join(map(str, cfg.seeds))}; {n_feasible} of them "
         f"feasible (minimum utility retention ≥ {cfg.min_retention}). The front holds the trials that no other "
-        "trial beats on both forget score and retention.\n\n" + "\n".join(table) + "\n",
+        "trial beats on both forget score and retention.\n\n" + "\n".join(table) + "\n"
     )
+    atomic_write_text(front_md, front_text)
     atomic_write_text(cfg.study_dir / "trials.json", json.dumps(points, indent=1) + "\n")
     files = [str(front_md), str(cfg.study_dir / "trials.json")]
     if chosen is None:
@@ -417,13 +417,15 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         f"# {status}",
         f"# Trial {chosen['number']}: forget score {chosen['forget_score']:.2f}, retention {chosen['retention']:.3f}:",
         *per,
-        f"# Pareto front: {cfg.study_dir / 'pareto.md'}",
+        f"# Pareto front: {Path(cfg.output).with_suffix('.pareto.md').name} beside this file",
     ]
     text = "\n".join(header) + "\n" + yaml.safe_dump(recipe, sort_keys=False)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
-    return [str(out), *files]
+    # the front travels with the recipe (the study folder is a local working folder)
+    atomic_write_text(out.with_suffix(".pareto.md"), front_text)
+    return [str(out), str(out.with_suffix(".pareto.md")), *files]
 
 
 def _space_text(spec: tuple) -> str:

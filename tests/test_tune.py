@@ -109,6 +109,7 @@ def test_a_small_search_writes_a_loadable_recipe_and_the_front_and_continues_whe
     assert loaded.learning_rate == pytest.approx(chosen["params"]["learning_rate"], rel=1e-3)
     assert yaml.safe_load(text)["per_device_train_batch_size"] == 8  # kept from configs/embedded_npo.yaml
     front = (tmp_path / "w" / "tune" / "npo" / "pareto.md").read_text()
+    assert (tmp_path / "configs" / "tuned_npo.pareto.md").read_text() == front  # the front beside the recipe
     assert "| feasible |" in front and front.count("\n| ") >= 2
     assert not list((tmp_path / "w" / "tune" / "npo").glob("trial_*"))  # trial models are not kept
     capsys.readouterr()
