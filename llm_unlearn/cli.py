@@ -332,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         "score (mean of min(0, log10(FQ / max(0.05, noise floor))): 0 = not distinguishable from retraining "
         "everywhere) and its retention (lowest minimum utility retention), subject to retention >= --min_retention. "
         "Writes the chosen recipe (--output, a YAML for unlearn.py --config), the Pareto front beside it "
-        "(OUTPUT.pareto.md) and every trial (WORKDIR/tune/METHOD/trials.json). The study is stored in WORKDIR/tune/METHOD/study.db: run the "
-        "same command again to continue an interrupted search. Exit status 1 when no trial meets the constraint.",
+        "(OUTPUT.pareto.md) and every trial (WORKDIR/tune/METHOD/trials.json). The study is stored in "
+        "WORKDIR/tune/METHOD/study.db: run the same command again to continue an interrupted search. Exit status 1 "
+        "when no trial meets the constraint.",
         formatter_class=fmt,
     )
     tn.add_argument("--method", required=True, choices=sorted(SEARCH_SPACES), help="Method to tune.")
