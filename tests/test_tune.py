@@ -118,3 +118,12 @@ def test_a_small_search_writes_a_loadable_recipe_and_the_front_and_continues_whe
     printed = capsys.readouterr().out
     assert "continuing the search" in printed and printed.count("[trial ") == 1
     assert again["trials"] == 3
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("tuned_*.yaml")))
+def test_every_tuned_recipe_parses_and_says_where_it_was_chosen(recipe):
+    text = (ROOT / "configs" / recipe).read_text()
+    cfg, _ = parse_args(["--config", str(ROOT / "configs" / recipe)])
+    assert cfg.method == recipe.removeprefix("tuned_").removesuffix(".yaml") or cfg.selection == "hessian"
+    assert "on the development benchmark family (inventors" in text and "# Search:" in text
+    assert (ROOT / "configs" / recipe.replace(".yaml", ".pareto.md")).is_file()
