@@ -281,15 +281,20 @@ def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(cfg.study_dir / 'study.db').resolve()}"
     name = f"{cfg.method}-{cfg.identity()}"
-    sampler = optuna.samplers.TPESampler(
-        seed=cfg.study_seed,
-        n_startup_trials=max(1, min(10, cfg.n_trials // 2)),
-        multivariate=True,
-    )
+
+    def sampler(offset: int):
+        # A continued search reseeds by the trials already stored: the same seed would draw the random start-up
+        # trials of the first session again.
+        return optuna.samplers.TPESampler(
+            seed=cfg.study_seed + offset, n_startup_trials=max(1, min(10, cfg.n_trials // 2)), multivariate=True
+        )
+
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=["maximize", "maximize"], sampler=sampler, load_if_exists=True
+        study_name=name, storage=storage, directions=["maximize", "maximize"], sampler=sampler(0), load_if_exists=True
     )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if study.trials:
+        study.sampler = sampler(len(study.trials))
     if done:
         print(f"continuing the search {name}: {len(done)} of {cfg.n_trials} trials finished")
 

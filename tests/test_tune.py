@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def test_a_small_search_writes_a_loadable_recipe_and_the_front_and_continues_whe
     printed = capsys.readouterr().out
     assert "continuing the search" in printed and printed.count("[trial ") == 1
     assert again["trials"] == 3
+    trials = json.loads((tmp_path / "w" / "tune" / "npo" / "trials.json").read_text())
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 3  # the continued search draws anew
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("tuned_*.yaml")))
