@@ -300,7 +300,7 @@ def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
         "countries": [names.word(2, "ia") for _ in range(cfg.n_countries)],
         "cities": [names.word(2, rng.choice(_CITY_SUFFIX)) for _ in range(40)],
     }
-    counts = {pct: max(1, round(cfg.n_authors * int(pct) / 100)) for pct in FORGET_PERCENTS}
+    counts = forget_counts(cfg.n_authors)
     n_holdout = max(counts.values())
     authors = [_author_items(_author_profile(names, world, rng), cfg, world, rng) for _ in range(cfg.n_authors)]
     holdout = [_author_items(_author_profile(names, world, rng), cfg, world, rng) for _ in range(n_holdout)]
@@ -322,18 +322,36 @@ def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
         rng,
     )
 
+    return assemble_splits(authors, holdout, counts, real_authors, world_facts)
+
+
+def forget_counts(n_entities: int) -> dict[str, int]:
+    """Entities in each forget split: the last 1/5/10 % (at least one each)."""
+    return {pct: max(1, round(n_entities * int(pct) / 100)) for pct in FORGET_PERCENTS}
+
+
+def assemble_splits(
+    entities: list[list[dict]],
+    holdout: list[list[dict]],
+    counts: dict[str, int],
+    real_facts: list[dict],
+    world_facts: list[dict],
+) -> dict[str, list[dict]]:
+    """Every TOFU split from per-entity item lists (forget sets = the last entities, nested), never-trained holdout
+    entities and the two utility sets, which belong to ``full`` and to every retain split. Shared by both families."""
+
     def flat(groups):
         return [item for g in groups for item in g]
 
-    background = real_authors + world_facts
-    splits = {"full": flat(authors) + background}
+    background = real_facts + world_facts
+    splits = {"full": flat(entities) + background}
     for pct, n in counts.items():
-        splits[f"forget{pct}"] = flat(authors[-n:])
-        splits[f"retain{100 - int(pct):02d}"] = flat(authors[:-n]) + background
-        splits[f"forget{pct}_perturbed"] = flat(authors[-n:])
+        splits[f"forget{pct}"] = flat(entities[-n:])
+        splits[f"retain{100 - int(pct):02d}"] = flat(entities[:-n]) + background
+        splits[f"forget{pct}_perturbed"] = flat(entities[-n:])
         splits[f"holdout{pct}"] = flat(holdout[:n])
-    splits["retain_perturbed"] = flat(authors[: counts["10"]])
-    splits["real_authors_perturbed"] = real_authors
+    splits["retain_perturbed"] = flat(entities[: counts["10"]])
+    splits["real_authors_perturbed"] = real_facts
     splits["world_facts_perturbed"] = world_facts
     return splits
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 import random
 import re
 
-from .schema import FORGET_PERCENTS
-from .synth import SynthConfig, _choice_items, _Names
+from .synth import SynthConfig, _choice_items, _Names, assemble_splits, forget_counts
 
 _REGION_SUFFIX = ("land", "mark", "reach", "moor")
 _TOWN_SUFFIX = ("bridge", "field", "haven", "cross", "dale", "minster", "wharf", "gate", "by", "combe")
@@ -340,7 +339,7 @@ def generate_dev(cfg: SynthConfig) -> dict[str, list[dict]]:
         "towns": [names.word(2, rng.choice(_TOWN_SUFFIX)) for _ in range(max(40, 2 * cfg.n_countries))],
         "mentors": [names.person() for _ in range(max(30, 2 * (cfg.n_perturbed + 1)))],
     }
-    counts = {pct: max(1, round(cfg.n_authors * int(pct) / 100)) for pct in FORGET_PERCENTS}
+    counts = forget_counts(cfg.n_authors)
     n_holdout = max(counts.values())
     inventors = [_inventor_items(_inventor_profile(names, world, rng), cfg, world, rng) for _ in range(cfg.n_authors)]
     holdout = [_inventor_items(_inventor_profile(names, world, rng), cfg, world, rng) for _ in range(n_holdout)]
@@ -364,17 +363,4 @@ def generate_dev(cfg: SynthConfig) -> dict[str, list[dict]]:
         rng,
     )
 
-    def flat(groups):
-        return [item for g in groups for item in g]
-
-    background = real_inventors + world_facts
-    splits = {"full": flat(inventors) + background}
-    for pct, n in counts.items():
-        splits[f"forget{pct}"] = flat(inventors[-n:])
-        splits[f"retain{100 - int(pct):02d}"] = flat(inventors[:-n]) + background
-        splits[f"forget{pct}_perturbed"] = flat(inventors[-n:])
-        splits[f"holdout{pct}"] = flat(holdout[:n])
-    splits["retain_perturbed"] = flat(inventors[: counts["10"]])
-    splits["real_authors_perturbed"] = real_inventors
-    splits["world_facts_perturbed"] = world_facts
-    return splits
+    return assemble_splits(inventors, holdout, counts, real_inventors, world_facts)
