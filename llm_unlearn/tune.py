@@ -125,10 +125,17 @@ class TuneConfig:
     def study_dir(self) -> Path:
         return Path(self.workdir) / "tune" / self.method
 
-    def identity(self) -> str:
-        """What makes two searches the same one (a resumed study must match it)."""
+    def identity(self, bench: dict) -> str:
+        """What makes two searches the same one (a resumed study must match it): the search's settings and the
+        content of the benchmark it runs on (data files, target and reference weights), so that a rebuilt or edited
+        development benchmark starts a new study instead of mixing its trials with the old ones."""
+        from .runs import data_fingerprint, model_fingerprint
+
         base = Path(self.config).read_text() if self.config else ""
+        models = [bench["target"], *(r for info in bench["splits"].values() for r in info["references"])]
         key = {
+            "data": data_fingerprint(bench["data"]),
+            "models": [model_fingerprint(m) for m in models],
             "method": self.method,
             "base_recipe": base,
             "family": self.family,
@@ -280,7 +287,7 @@ def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
         bench = build_development_benchmark(cfg)
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(cfg.study_dir / 'study.db').resolve()}"
-    name = f"{cfg.method}-{cfg.identity()}"
+    name = f"{cfg.method}-{cfg.identity(bench)}"
 
     def sampler(offset: int):
         # A continued search reseeds by the trials already stored: the same seed would draw the random start-up

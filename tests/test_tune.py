@@ -123,6 +123,14 @@ def test_a_small_search_writes_a_loadable_recipe_and_the_front_and_continues_whe
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 3  # the continued search draws anew
 
 
+def test_a_search_is_keyed_on_the_benchmark_content(bench, tmp_path):
+    cfg = TuneConfig(method="npo", workdir=str(tmp_path / "w"), output=str(tmp_path / "r.yaml"))
+    same = cfg.identity(bench)
+    assert cfg.identity(dict(bench)) == same
+    other_target = {**bench, "target": bench["splits"]["forget10"]["references"][1]}
+    assert cfg.identity(other_target) != same  # other weights: a new study, not a continued one
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("tuned_*.yaml")))
 def test_every_tuned_recipe_parses_and_says_where_it_was_chosen(recipe):
     text = (ROOT / "configs" / recipe).read_text()
