@@ -165,6 +165,7 @@ def cmd_demo(args) -> int:
         forget_split=args.forget_split,
         seed=args.seed,
         method=None if args.method == "none" else args.method,
+        recipe=args.recipe,
     )
     return 0
 
@@ -317,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default=DEFAULT_METHOD,
         help="Unlearning method run on the target ('none': stop after evaluating the target).",
+    )
+    demo.add_argument(
+        "--recipe",
+        choices=("tuned", "embedded"),
+        default="tuned",
+        help="'tuned': the method's configs/tuned_METHOD.yaml (chosen by `llm-unlearn tune` on the development "
+        "family) where this checkout has one, else the embedded budget; 'embedded': the hand-set embedded budget.",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -40,12 +40,36 @@ def reference_folders(workdir: str | Path, forget_split: str = "forget10") -> li
     return [Path(workdir) / _per_split(n, forget_split) for n in ("reference", "reference_2")]
 
 
-def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int) -> Path:
-    """Run ``method`` on the embedded target with the embedded budget (a finished identical run is reused)."""
+# Recipes chosen by ``llm-unlearn tune`` on the development family live in the repository's configs/ folder.
+TUNED_RECIPES = Path(__file__).resolve().parents[1] / "configs"
+
+
+def tuned_recipe(method: str) -> Path | None:
+    """``configs/tuned_<method>.yaml`` of this checkout, the recommended recipe for ``method`` (chosen on the
+    development family, never on the embedded benchmark); ``None`` where there is none (an installed wheel, or a
+    method that was not tuned)."""
+    path = TUNED_RECIPES / f"tuned_{method}.yaml"
+    return path if path.is_file() else None
+
+
+def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int, recipe: str = "tuned") -> Path:
+    """Run ``method`` on the embedded target (a finished identical run is reused).
+
+    ``recipe="tuned"`` uses :func:`tuned_recipe` where it exists and the embedded budget otherwise;
+    ``recipe="embedded"`` always uses the embedded budget (the hand-set ``configs/embedded_*.yaml`` values). The
+    recipe's paths, split and seed are overridden by this pipeline's."""
     from .stages import unlearn
 
     out = work / _per_split("unlearned", forget_split) / method
-    flags = [f"--{k}={v}" for k, v in EMBEDDED_BUDGET.items()]
+    if recipe not in ("tuned", "embedded"):
+        raise ValueError(f"recipe must be 'tuned' or 'embedded', got {recipe!r}")
+    config = tuned_recipe(method) if recipe == "tuned" else None
+    if config is not None:
+        print(f"[unlearning] {method} with the tuned recipe {config}", flush=True)
+        flags = ["--config", str(config)]
+    else:
+        print(f"[unlearning] {method} with the embedded budget (no tuned recipe used)", flush=True)
+        flags = [f"--{k}={v}" for k, v in EMBEDDED_BUDGET.items()]
     return unlearn(
         [
             "--method",
@@ -76,13 +100,14 @@ def run_embedded_pipeline(
     reference_seed: int | None = None,
     method: str | None = None,
     family: str = "authors",
+    recipe: str = "tuned",
 ) -> dict:
     """Run every stage and print the comparison tables; returns the compared evaluations and stage timings.
 
     ``method`` (an unlearning method name) adds an unlearning stage on the target; ``None`` stops after the
     evaluation of the target against the reference. ``family`` picks the synthetic generator: ``authors`` (the
     embedded benchmark, what results are reported on) or ``inventors`` (the development benchmark of
-    ``llm-unlearn tune``).
+    ``llm-unlearn tune``). ``recipe`` picks the unlearning recipe (see :func:`unlearn_embedded`).
     """
     from .data.schema import BenchmarkSplits
     from .data.synth import SynthConfig
@@ -116,7 +141,7 @@ def run_embedded_pipeline(
     replica = reference_stage("reference_2", ref_seed + 1)
     unlearned = None
     if method:
-        unlearned = _timed(timings, "unlearning", lambda: unlearn_embedded(work, method, forget_split, seed))
+        unlearned = _timed(timings, "unlearning", lambda: unlearn_embedded(work, method, forget_split, seed, recipe))
 
     def evaluate():
         cfg = EvalConfig(forget_split=forget_split)

@@ -138,3 +138,12 @@ def test_every_tuned_recipe_parses_and_says_where_it_was_chosen(recipe):
     assert cfg.method == recipe.removeprefix("tuned_").removesuffix(".yaml") or cfg.selection == "hessian"
     assert "on the development benchmark family (inventors" in text and "# Search:" in text
     assert (ROOT / "configs" / recipe.replace(".yaml", ".pareto.md")).is_file()
+
+
+def test_the_demo_unlearns_with_the_tuned_recipe_where_the_checkout_has_one(tmp_path):
+    from llm_unlearn.pipeline import tuned_recipe, unlearn_embedded
+
+    assert tuned_recipe("regularized_ft") == ROOT / "configs" / "tuned_regularized_ft.yaml"
+    assert tuned_recipe("no_such_method") is None  # the embedded budget then
+    with pytest.raises(ValueError, match="'tuned' or 'embedded'"):
+        unlearn_embedded(tmp_path, "regularized_ft", "forget10", 0, recipe="best")
