@@ -109,12 +109,16 @@ def cmd_finetune(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation.calibration import calibration_lines
     from .evaluation.evaluator import EvalConfig, markdown_table
+    from .evaluation.sharding import evaluation_processes
     from .stages import evaluate
 
     cfg = dataclass_from_args(EvalConfig, args)
-    compared = evaluate(
-        args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite, args.target
-    )
+    with evaluation_processes() as main_process:  # launched on N processes: each scores 1/N, rank 0 writes
+        compared = evaluate(
+            args.model, args.reference, args.data, cfg, args.output, not args.no_cache, args.overwrite, args.target
+        )
+    if not main_process:
+        return 0
     print(markdown_table(compared))
     print("\n".join(calibration_lines(compared.get("calibration"))))
     print("written: " + ", ".join(compared["report_files"]))

@@ -130,7 +130,7 @@ def _perturbed_list(row: dict) -> list[str]:
 
 def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> list[dict]:
     """Holdout (never trained on) items: answer loss and attack scores, no generation."""
-    from .scoring import score_answers
+    from .sharding import score_answers
 
     scores = score_answers(
         model, formatter, [r["question"] for r in rows], [r["answer"] for r in rows], cfg.batch_size
@@ -146,7 +146,7 @@ def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> lis
 
 def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
     """The GradNorm attack score ``−‖∇ℓ‖`` of each QA item (members sit nearer a minimum: smaller gradients)."""
-    from .scoring import gradient_norms
+    from .sharding import gradient_norms
 
     encoded = [formatter.encode(r["question"], r["answer"]) for r in rows]
     for item, norm in zip(items, gradient_norms(model, encoded, formatter.tokenizer.pad_token_id)):
@@ -155,7 +155,7 @@ def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
 
 def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfig) -> dict:
     """Per-item values and aggregates of one evaluation split."""
-    from .scoring import generate_answers, score_answers
+    from .sharding import generate_answers, score_answers
 
     questions = [r["question"] for r in rows]
     answer = score_answers(model, formatter, questions, [r["answer"] for r in rows], cfg.batch_size)
@@ -238,6 +238,7 @@ def evaluate_model(
     """Evaluate the model folder at ``model_path`` on the benchmark's four evaluation splits (cached)."""
     from ..data.formatting import QAFormatter
     from ..modeling import load_causal_lm, load_tokenizer
+    from .sharding import from_main, is_main_process
 
     model_path = Path(model_path)
     if not model_path.is_dir():
@@ -246,7 +247,9 @@ def evaluate_model(
     key = cache_key(model_path, data, cfg)
     cache = model_path / CACHE_DIR / f"{key}.json"
     cached = read_json_cache(cache) if use_cache else None
-    if cached is not None and cached.get("kind") == RESULT_KIND:
+    # Several processes take the main one's answer: a rank that reuses the cache skips the collectives of the others.
+    cached = from_main(cached if cached is not None and cached.get("kind") == RESULT_KIND else None)
+    if cached is not None:
         logger.info("reusing cached evaluation %s", cache)
         return cached
 
@@ -267,7 +270,8 @@ def evaluate_model(
         "config": asdict(cfg),
         **body,
     }
-    atomic_write_json(cache, result, indent=None)
+    if is_main_process():  # the other ranks hold the same result
+        atomic_write_json(cache, result, indent=None)
     return result
 
 

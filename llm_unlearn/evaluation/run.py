@@ -13,6 +13,7 @@ from pathlib import Path
 from ..runs import atomic_write_json, check_output_location, staged_files
 from ..validation import check_model_source
 from .evaluator import RESULT_KIND, compare, data_fingerprint, evaluate_model, load_eval_data, load_result
+from .sharding import is_main_process
 
 
 def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg, flag: str = "--reference") -> None:
@@ -151,5 +152,7 @@ def run_eval(
                 else _load_or_evaluate(Path(target), data, cfg, eval_data, use_cache, "--target")
             )
         compared["calibration"] = calibrate(result, refs, target_result, target_is_model, eval_data["forget"])
-    compared["report_files"] = [str(p) for p in write_report(compared, out, overwrite)]
+    # With several processes every rank holds the same comparison; the main one writes it.
+    written = write_report(compared, out, overwrite) if is_main_process() else []
+    compared["report_files"] = [str(p) for p in written]
     return compared

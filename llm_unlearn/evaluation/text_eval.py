@@ -53,7 +53,7 @@ def _prefix_ids(tokenizer, text: str) -> list[int]:
 
 
 def verbmem_items(model, tokenizer, rows: list[dict], cfg) -> list[dict]:
-    from .scoring import generate_from_ids
+    from .sharding import generate_from_ids
 
     prompts = [_prefix_ids(tokenizer, r["prompt"]) for r in rows]
     gens = generate_from_ids(model, tokenizer, prompts, cfg.verbmem_max_new_tokens, cfg.batch_size, stop=None)
@@ -61,7 +61,7 @@ def verbmem_items(model, tokenizer, rows: list[dict], cfg) -> list[dict]:
 
 
 def knowmem_items(model, tokenizer, rows: list[dict], cfg) -> list[dict]:
-    from .scoring import generate_from_ids
+    from .sharding import generate_from_ids
 
     prompts = [_prefix_ids(tokenizer, cfg.knowmem_prompt.format(question=r["question"])) for r in rows]
     gens = generate_from_ids(model, tokenizer, prompts, cfg.knowmem_max_new_tokens, cfg.batch_size, stop="\n")
@@ -70,7 +70,7 @@ def knowmem_items(model, tokenizer, rows: list[dict], cfg) -> list[dict]:
 
 def document_items(model, tokenizer, docs: list[str], cfg) -> list[dict]:
     """Attack scores and memorization of the first ``max_length`` tokens of each document."""
-    from .scoring import gradient_norms, score_encoded
+    from .sharding import gradient_norms, score_encoded
 
     heads = [chunk_document(tokenizer, d, cfg.max_length)[0] for d in docs]
     encoded = [{"input_ids": h, "labels": list(h)} for h in heads]
