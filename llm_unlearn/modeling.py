@@ -102,14 +102,15 @@ GGUF_SOURCE = "gguf_source.json"  # in a converted folder: which file it came fr
 
 
 def cache_root() -> Path:
-    """Where llm-unlearn caches what it derives: ``$LLM_UNLEARN_CACHE``, else ``$XDG_CACHE_HOME/llm_unlearn``, else
-    ``~/.cache/llm_unlearn``."""
+    """Where llm-unlearn caches what it derives (absolute): ``$LLM_UNLEARN_CACHE``, else
+    ``$XDG_CACHE_HOME/llm_unlearn``, else ``~/.cache/llm_unlearn``."""
     import os
 
     if os.environ.get("LLM_UNLEARN_CACHE"):
-        return Path(os.environ["LLM_UNLEARN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "llm_unlearn"
+        root = Path(os.environ["LLM_UNLEARN_CACHE"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llm_unlearn"
+    return root.expanduser().absolute()  # absolute: a LoRA adapter records its converted base by this path
 
 
 def find_gguf(name_or_path: str | Path, flag: str = "--model") -> Path | None:
