@@ -65,20 +65,23 @@ def build_tiny_llama(tokenizer, seed: int, **kwargs):
 
 
 def load_tokenizer(name_or_path: str | Path):
-    """A tokenizer with a pad token (the EOS when the model has none; padding is masked by length anyway)."""
+    """A tokenizer with a pad token (the EOS when the model has none; padding is masked by length anyway). A GGUF
+    file gives the tokenizer of its converted folder (:func:`resolve_model_source`)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    tok = AutoTokenizer.from_pretrained(resolve_model_source(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_causal_lm(name_or_path: str | Path, dtype: str = "auto", device: str | None = None):
-    """A causal LM (or a PEFT adapter folder, loaded onto its base) in eval mode."""
+    """A causal LM (or a PEFT adapter folder, loaded onto its base; or a GGUF file, through its converted folder) in
+    eval mode."""
     from transformers import AutoModelForCausalLM
 
-    path = Path(str(name_or_path))
+    name_or_path = resolve_model_source(name_or_path)
+    path = Path(name_or_path)
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 

@@ -63,6 +63,10 @@ def test_a_conversion_is_reused_by_content_and_other_sources_pass_through(
     assert resolve_model_source(copy.parent) == str(tiny_smollm2_folder)  # a folder holding one GGUF file
     for other in ("HuggingFaceTB/SmolLM2-135M-Instruct", str(tiny_smollm2_folder)):
         assert resolve_model_source(other) == other
+    from llm_unlearn.modeling import load_causal_lm, load_tokenizer
+
+    assert load_tokenizer(copy).eos_token == "<|im_end|>"  # the loaders take the GGUF file too
+    assert load_causal_lm(copy).config.vocab_size == 49152
 
 
 def test_which_paths_name_a_gguf_file(tmp_path):
