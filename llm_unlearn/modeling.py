@@ -195,6 +195,9 @@ def convert_gguf(gguf: str | Path, folder: str | Path) -> Path:
     print(f"converting the GGUF file {gguf} to an fp32 model folder (once): {folder}")
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}.", suffix=".tmp"))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700): give it the mode a plain mkdir would
         checks = _write_converted(gguf, tmp)
         source = {"gguf": str(gguf.resolve()), "sha256": sha256_file(gguf), "size": gguf.stat().st_size, **checks}
         atomic_write_json(tmp / GGUF_SOURCE, source, indent=2)

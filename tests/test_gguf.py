@@ -122,6 +122,9 @@ def test_an_interrupted_conversion_leaves_no_folder_that_is_trusted(tmp_path, mo
     monkeypatch.setattr(modeling, "_write_converted", converts)
     assert resolve_model_source(gguf) == str(folder)
     assert os.listdir(folder.parent) == [folder.name] and not stale.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     assert json.loads((folder / GGUF_SOURCE).read_text())["model_type"] == "llama"
     assert resolve_model_source(gguf) == str(folder) and len(written) == 1  # done once
 
