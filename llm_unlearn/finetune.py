@@ -35,7 +35,9 @@ class FinetuneConfig:
             uses ``raw/retain1``).
         data_format: ``qa`` (TOFU schema, default) or ``text`` (MUSE-style documents, see ``llm_unlearn.data.text``).
         output_dir: where the model folder is written.
-        model: ``embedded:tiny-llama`` (default) or a Hub id / local path of a causal LM.
+        model: ``embedded:tiny-llama`` (default), a Hub id / local folder of a causal LM, or a GGUF file (or a
+            folder holding one), converted once to a cached fp32 model folder (see
+            :func:`llm_unlearn.modeling.resolve_model_source`).
         seed: seed of initialisation and data order (default 0).
         data_seed: seed of the data order alone (default: ``seed``), for reference replicas that share the
             initialisation.
@@ -67,7 +69,11 @@ class FinetuneConfig:
     )
     data_format: str = field(default="qa", metadata={"help": "qa (TOFU schema) or text (MUSE-style documents)."})
     model: str = field(
-        default=EMBEDDED_MODEL, metadata={"help": "embedded:tiny-llama, or a Hub id / path of a causal LM."}
+        default=EMBEDDED_MODEL,
+        metadata={
+            "help": "embedded:tiny-llama, a Hub id / folder of a causal LM, or a .gguf file (converted once to a "
+            "cached fp32 model folder)."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and data order."})
     data_seed: int | None = field(
@@ -256,7 +262,7 @@ def text_corpus_texts(data: str, splits: list[str]) -> list[str]:
 
 def build_base(cfg: FinetuneConfig):
     """Tokenizer and model to fine-tune."""
-    from .modeling import build_tiny_llama, load_causal_lm, load_tokenizer, train_bpe_tokenizer
+    from .modeling import build_tiny_llama, load_causal_lm, load_tokenizer, resolve_model_source, train_bpe_tokenizer
 
     if cfg.model == EMBEDDED_MODEL:
         texts = (
@@ -273,8 +279,9 @@ def build_base(cfg: FinetuneConfig):
             max_positions=max(256, cfg.max_length),
         )
         return tokenizer, model
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, dtype="auto")
+    source = resolve_model_source(cfg.model)  # a GGUF file: its converted folder
+    tokenizer = load_tokenizer(source)
+    model = load_causal_lm(source, dtype="auto")
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -283,6 +290,17 @@ def build_base(cfg: FinetuneConfig):
             LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"),
         )
     return tokenizer, model
+
+
+def base_model_record(model: str) -> dict:
+    """Where the base came from, for a run's record: the user's ``--model`` and, for a GGUF file, the converted
+    folder that was loaded (a LoRA adapter's ``adapter_config.json`` names that folder as its base)."""
+    if model == EMBEDDED_MODEL:
+        return {}
+    from .modeling import resolve_model_source
+
+    source = resolve_model_source(model)  # already converted by build_base: only the path is looked up
+    return {"base_model": model, **({"base_model_folder": source} if source != model else {})}
 
 
 def training_arguments(cfg: FinetuneConfig, **overrides):
@@ -385,6 +403,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             "train_runtime_s": result.metrics.get("train_runtime"),
             "n_train_items": len(rows),
         }
+        record.update(base_model_record(cfg.model))
         atomic_write_json(staging / RECORD, record, indent=2)
     except BaseException:
         stage.abort()

@@ -68,6 +68,7 @@ PATH_KEYS = frozenset(
     {
         "model_name_or_path",
         "base_model",
+        "base_model_folder",
         "data",
         "output_dir",
         "eval_reference",

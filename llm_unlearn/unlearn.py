@@ -175,6 +175,9 @@ def check_inputs(cfg, trainer_cls) -> None:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
     if not cfg.output_dir:
         raise ValueError("--output_dir is required (the folder the unlearned model is written to)")
+    from .modeling import find_gguf
+
+    find_gguf(cfg.model_name_or_path, "--model_name_or_path")  # a missing .gguf file fails here, before any work
     check_output_location(
         cfg.output_dir,
         {"model": cfg.model_name_or_path, "data": cfg.data, "reference": cfg.eval_reference},
@@ -245,12 +248,29 @@ def load_data(cfg):
     return forget, retain
 
 
+def model_source(cfg) -> str:
+    """The folder (or Hub id) to load for ``--model_name_or_path``: a GGUF file's converted folder, converted by the
+    main process first while the others wait (see :func:`llm_unlearn.modeling.resolve_model_source`)."""
+    from .modeling import find_gguf, resolve_model_source
+
+    if find_gguf(cfg.model_name_or_path, "--model_name_or_path") is None:
+        return cfg.model_name_or_path
+    with cfg.main_process_first(desc="converting the GGUF base"):
+        return resolve_model_source(cfg.model_name_or_path, "--model_name_or_path")
+
+
+def _base_folder(cfg) -> dict:
+    """For the record: the converted folder loaded for a GGUF base (a LoRA adapter names it as its base)."""
+    source = model_source(cfg)
+    return {"base_model_folder": source} if source != cfg.model_name_or_path else {}
+
+
 def load_model(cfg):
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    return AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(model_source(cfg), dtype=dtype)
 
 
 def build_selection(cfg, model, formatter, forget_rows, retain_rows):
@@ -351,7 +371,7 @@ def load_inputs(cfg, trainer_cls):
 
     forget_rows, retain_rows = load_data(cfg)
     check_model_source(cfg.model_name_or_path, "--model_name_or_path")
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    tokenizer = load_tokenizer(model_source(cfg))
     check_tokenizer(tokenizer, cfg.model_name_or_path)
     formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
     if cfg.data_format == "qa":
@@ -497,6 +517,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         "method": cfg.method,
         "paper": trainer_cls.paper,
         "base_model": cfg.model_name_or_path,
+        **_base_folder(cfg),
         "data_format": cfg.data_format,
         "forget_split": cfg.forget_split,
         "forget_sha256": forget_hash(forget_rows),

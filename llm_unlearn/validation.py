@@ -28,13 +28,22 @@ def hub_offline() -> bool:
 
 
 def check_model_source(value: str | None, flag: str) -> None:
-    """A model is a local folder with a config and a tokenizer (or a LoRA adapter folder), or a Hub id that can be
-    reached (or is in the local Hub cache). Fails in a second, never after the Hub client's retries."""
+    """A model is a local folder with a config and a tokenizer (or a LoRA adapter folder), a GGUF file (or a folder
+    holding one), or a Hub id that can be reached (or is in the local Hub cache). Fails in a second, never after
+    the Hub client's retries."""
     if not value:
-        raise ValueError(f"{flag} is required (a model folder or a Hub model id)")
+        raise ValueError(f"{flag} is required (a model folder, a GGUF file or a Hub model id)")
+    from .modeling import find_gguf
+
+    gguf = find_gguf(value, flag)
+    if gguf is not None:
+        check_gguf_file(gguf, flag)
+        return
     path = Path(value).expanduser()
     if path.is_file():
-        raise ValueError(f"{flag} {value} is a file; expected a model folder (config.json, weights, tokenizer)")
+        raise ValueError(
+            f"{flag} {value} is a file; expected a model folder (config.json, weights, tokenizer) or a .gguf file"
+        )
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
         if "config.json" not in names and "adapter_config.json" not in names:
@@ -50,6 +59,21 @@ def check_model_source(value: str | None, flag: str) -> None:
     if _looks_like_path(value) or not HUB_ID_RE.match(value):
         raise FileNotFoundError(f"{flag} {value}: no such folder")
     check_hub_reachable(value, flag, "model")
+
+
+def check_gguf_file(path: Path, flag: str) -> None:
+    """A GGUF base needs the ``gguf`` package (transformers reads the file with it) and a file that starts with
+    the GGUF magic bytes."""
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ValueError(
+            f"{flag} {path} is a GGUF file: loading it needs the gguf package (pip install 'llm_unlearn[gguf]', "
+            "or pip install gguf)"
+        )
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{flag} {path}: not a GGUF file (it does not start with the GGUF magic bytes)")
 
 
 def check_hub_reachable(repo_id: str, flag: str, repo_type: str = "model") -> None:

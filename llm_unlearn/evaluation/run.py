@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..modeling import find_gguf, resolve_model_source
 from ..runs import atomic_write_json, check_output_location, staged_files
 from ..validation import check_model_source
 from .evaluator import RESULT_KIND, compare, data_fingerprint, evaluate_model, load_eval_data, load_result
@@ -37,14 +38,20 @@ def check_eval_inputs(model: str, reference: str | None, output: Path) -> None:
             "--reference is required: forget quality is measured against a retrained reference "
             "(a model folder, or the JSON of its evaluation)"
         )
-    if not Path(model).is_dir():
-        raise FileNotFoundError(f"--model {model}: no such model folder")
+    if not Path(model).is_dir() and find_gguf(model, "--model") is None:
+        raise FileNotFoundError(f"--model {model}: no such model folder (nor GGUF file)")
     check_model_source(model, "--model")
     ref = Path(reference)
     if not ref.exists():
         raise FileNotFoundError(f"--reference {reference}: neither a model folder nor an evaluation JSON file")
-    if ref.is_dir():
+    if ref.is_dir() or find_gguf(reference, "--reference") is not None:
         check_model_source(reference, "--reference")
+
+
+def _model_folder(path: str, flag: str) -> str:
+    """The folder evaluated for ``path``: a GGUF file's converted folder (converted once, cached; it also holds the
+    evaluation cache and, by default, the output), anything else unchanged."""
+    return resolve_model_source(path, flag) if find_gguf(path, flag) is not None else path
 
 
 def check_output_file(output: Path, overwrite: bool) -> None:
@@ -89,6 +96,8 @@ def _target_of(model: str, target: str | None) -> tuple[str | None, bool]:
         base = json.loads(record.read_text()).get("base_model")
     except ValueError:
         base = None
+    if base and Path(base).exists():
+        base = _model_folder(base, "base_model")  # a GGUF base: its converted folder
     if base and Path(base).is_dir():
         return base, Path(base).resolve() == Path(model).resolve()
     return None, False
@@ -120,6 +129,12 @@ def run_eval(
     :mod:`llm_unlearn.evaluation.calibration`.
     """
     references = [reference] if reference is None or isinstance(reference, (str, Path)) else list(reference)
+    for ref in references:  # the paths as given, before a GGUF file is converted
+        check_eval_inputs(model, ref, Path(model))
+    model = _model_folder(model, "--model")
+    references = [_model_folder(str(r), "--reference") for r in references]
+    if target:
+        target = _model_folder(target, "--target")
     out = Path(output) if output else Path(model) / f"eval_{cfg.forget_split.replace('/', '_')}.json"
     for ref in references:
         check_eval_inputs(model, ref, out)
