@@ -55,6 +55,8 @@ class FinetuneConfig:
         lora: train LoRA adapters instead of all weights (default off); the output is an adapter folder.
         lora_r: LoRA rank (default 8).
         lora_alpha: LoRA alpha (default 16).
+        merge_lora: under LoRA, save the base with the adapters merged into its weights (an ordinary model folder,
+            what unlearning of a LoRA-made target starts from) instead of the adapter folder (default off).
         overwrite: replace an output folder that holds a different run (default off: refuse).
     """
 
@@ -103,6 +105,9 @@ class FinetuneConfig:
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    merge_lora: bool = field(
+        default=False, metadata={"help": "Under --lora, save the merged model instead of the adapter folder."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder holding a different run."})
 
     def __post_init__(self):
@@ -123,6 +128,8 @@ class FinetuneConfig:
             raise ValueError(f"--warmup_ratio is a fraction of the steps in [0, 1), got {self.warmup_ratio}")
         if self.lora and self.model == EMBEDDED_MODEL:
             raise ValueError("LoRA needs a pretrained base: pass --model HUB_ID_OR_PATH, or drop --lora")
+        if self.merge_lora and not self.lora:
+            raise ValueError("--merge_lora only applies with --lora")
 
     def identity(self) -> dict:
         """What decides the trained weights (used to reuse a finished run)."""
@@ -133,6 +140,8 @@ class FinetuneConfig:
             d.pop("data_format")  # QA runs recorded before text support existed keep matching
         if d["data_seed"] is None:
             d.pop("data_seed")  # the data order follows --seed, as in runs recorded before --data_seed existed
+        if not d["merge_lora"]:
+            d.pop("merge_lora")  # runs recorded before --merge_lora existed keep matching
         return d
 
     @property
@@ -284,7 +293,9 @@ def build_base(cfg: FinetuneConfig):
     model = load_causal_lm(source, dtype="auto")
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
+        from transformers import set_seed
 
+        set_seed(cfg.seed)  # the adapters' random initialisation: the same recipe gives the same adapter
         model = get_peft_model(
             model,
             LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"),
@@ -393,7 +404,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
             processing_class=tokenizer,
         )
         result = trainer.train()
-        trainer.model.save_pretrained(staging)  # under LoRA: the adapter, which load_causal_lm puts back on its base
+        if cfg.lora and cfg.merge_lora:  # an ordinary model folder: the adapters folded into the base weights
+            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(staging)
+        else:  # under LoRA: the adapter, which load_causal_lm puts back on its base
+            trainer.model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         record = {
             "complete": True,

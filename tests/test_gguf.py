@@ -166,6 +166,15 @@ def test_finetune_on_a_gguf_base(tiny_smollm2_gguf, tiny_smollm2_folder, small_b
     adapter = json.loads((lora / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_smollm2_folder)
     assert load_causal_lm(lora).get_base_model().config.vocab_size == 49152  # the adapter goes back on its base
+    # --merge_lora: the same training saved as an ordinary model folder, the adapters folded into the weights
+    merged = tmp_path / "merged"
+    assert main(["finetune", *common, "--lora", "--merge_lora", "--output_dir", str(merged)]) == 0
+    assert not (merged / "adapter_config.json").exists() and (merged / "model.safetensors").is_file()
+    ids = torch.tensor([[1, 5, 9, 200, 3000]])
+    with torch.no_grad():
+        want = load_causal_lm(lora)(input_ids=ids).logits
+        got = load_causal_lm(merged)(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
 
 
 @pytest.mark.slow
