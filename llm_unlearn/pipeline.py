@@ -47,9 +47,14 @@ TUNED_RECIPES = Path(__file__).resolve().parents[1] / "configs"
 def tuned_recipe(method: str) -> Path | None:
     """``configs/tuned_<method>.yaml`` of this checkout, the recommended recipe for ``method`` (chosen on the
     development family, never on the embedded benchmark); ``None`` where there is none (an installed wheel, or a
-    method that was not tuned)."""
+    method that was not tuned) or where the search found no trial that kept the utility (its header says so: the
+    file is the trade-off's highest-retention point, not a recommendation)."""
+    from .tune import NOT_RECOMMENDED
+
     path = TUNED_RECIPES / f"tuned_{method}.yaml"
-    return path if path.is_file() else None
+    if not path.is_file() or NOT_RECOMMENDED in path.read_text():
+        return None
+    return path
 
 
 def unlearn_embedded(work: Path, method: str, forget_split: str, seed: int, recipe: str = "tuned") -> Path:

@@ -93,7 +93,10 @@ class PresetConfig:
     def __post_init__(self):
         if self.target_mode not in ("lora", "full"):
             raise ValueError(f"target_mode must be 'lora' or 'full', got {self.target_mode!r}")
+        from .data.synth import SynthConfig
         from .trainers import METHODS, SELECTION_ALIASES
+
+        SynthConfig(n_authors=self.n_authors, seed=self.seed)  # its checks, before any model is converted
 
         unknown = [m for m in (*self.methods, *self.full_methods) if m not in METHODS and m not in SELECTION_ALIASES]
         if unknown:

@@ -40,6 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The header line of a recipe whose search found no trial meeting the retention constraint (the demo skips it).
+NOT_RECOMMENDED = "WARNING: no trial met minimum utility retention"
+
 # name: (kind, low, high, log) for floats/ints; (kind, choices) for categoricals. Every method also searches COMMON.
 COMMON = {
     "learning_rate": ("float", 1e-4, 5e-3, True),
@@ -400,7 +403,7 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
             recipe[k] = float(f"{v:.4g}")
     if not ok:
         status = (
-            f"WARNING: no trial met minimum utility retention ≥ {cfg.min_retention}; this is the trial with the "
+            f"{NOT_RECOMMENDED} ≥ {cfg.min_retention}; this is the trial with the "
             "highest retention, not a recommended recipe."
         )
     else:

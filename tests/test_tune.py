@@ -145,5 +145,8 @@ def test_the_demo_unlearns_with_the_tuned_recipe_where_the_checkout_has_one(tmp_
 
     assert tuned_recipe("regularized_ft") == ROOT / "configs" / "tuned_regularized_ft.yaml"
     assert tuned_recipe("no_such_method") is None  # the embedded budget then
+    # a search whose trials all lost too much utility wrote its highest-retention point: not a recommendation
+    assert "WARNING: no trial met minimum utility retention" in (ROOT / "configs" / "tuned_grad_diff.yaml").read_text()
+    assert tuned_recipe("grad_diff") is None
     with pytest.raises(ValueError, match="'tuned' or 'embedded'"):
         unlearn_embedded(tmp_path, "regularized_ft", "forget10", 0, recipe="best")
