@@ -25,6 +25,7 @@ component) and the seconds of every stage. Every stage reuses a finished identic
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def write_preset_benchmark(base: str | Path, out: str | Path, cfg: PresetConfig)
     utility = {}
     for name, rows in candidate_facts(synth.n_perturbed, cfg.seed).items():
         known = known_facts(model, formatter, rows, max_new_tokens=cfg.max_new_tokens)
-        splits[name] = known[: cfg.max_utility_items]
+        # a seeded sample, in candidate order, so that one kind (the 40 capitals) does not fill the set
+        keep = sorted(random.Random(cfg.seed).sample(range(len(known)), min(len(known), cfg.max_utility_items)))
+        splits[name] = [known[i] for i in keep]
         utility[name] = {"candidates": len(rows), "known": len(known), "kept": len(splits[name])}
         if not splits[name]:
             raise RuntimeError(f"{base} answers none of the {len(rows)} {name} facts: no utility set to measure")
