@@ -242,7 +242,8 @@ def _token_stats(project, inputs, labels: torch.Tensor) -> tuple[torch.Tensor, .
     """Log-prob of the label, argmax match, and the Min-K%++ moments ``mu``/``sigma`` of ``log p`` under ``p`` for
     the positions whose logits ``project(inputs)`` returns (called here, so no caller holds its result).
 
-    At most :data:`VOCAB_TEMPORARIES` vocabulary-sized fp32 arrays per position are alive at once: the sums over
+    At most :data:`VOCAB_TEMPORARIES` vocabulary-sized fp32 arrays per position are alive at once (while a plain
+    head runs; a LoRA adapter on the head itself adds its own output for that moment): the sums over
     the vocabulary are dot products (``einsum``, no product array), and the variance reuses the log-softmax in
     place as ``(log p - mu)^2``. Centring first also keeps ``sigma`` exact for near-flat distributions, where
     ``E[(log p)^2] - mu^2`` cancels to a few digits in fp32.
@@ -320,15 +321,15 @@ def _warn_over_bound(kind: str, encoded: Sequence[dict], max_memory: int, vocab:
     if kind == "logits_to_keep":
         longest = max(sum(y != IGNORE_INDEX for y in e["labels"][1:]) for e in encoded)
         over = longest * VOCAB_TEMPORARIES > fits
-        what = f"the longest answer ({longest} positions)"
+        what = f"the longest answer ({longest} positions) alone exceeds"
     else:
         longest = max(len(e["input_ids"]) for e in encoded)
         over = 4 * longest > fits
-        what = f"the full logits of the longest item ({longest} positions)"
+        what = f"the full logits of the longest item ({longest} positions) alone exceed"
     if over:
         logger.warning(
-            "scoring: %s alone exceed --max_scoring_memory %s with this model's %s route: such rows are scored one "
-            "at a time, over the bound",
+            "scoring: %s --max_scoring_memory %s on this model's %s route: such rows are scored one at a time, "
+            "over the bound",
             what,
             format_size(max_memory),
             kind,
