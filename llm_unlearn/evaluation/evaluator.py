@@ -53,6 +53,9 @@ class EvalConfig:
         knowmem_prompt: text only: the KnowMem prompt with a ``{question}`` slot (default
             ``Question: {question}\\nAnswer:``).
         verbmem_max_new_tokens (default 128), knowmem_max_new_tokens (default 32): text-only generation budgets.
+        max_scoring_memory: bytes (or a size such as ``512MB``, ``2GiB``) that the vocabulary-sized arrays of
+            teacher-forced scoring may take at once (default 1 GiB); answer positions are scored in chunks to fit,
+            so it bounds memory, not results (see ``scoring.score_encoded``). Stored as bytes.
     """
 
     forget_split: str | None = field(
@@ -74,6 +77,10 @@ class EvalConfig:
     )
     verbmem_max_new_tokens: int = field(default=128, metadata={"help": "Text: VerbMem continuation tokens."})
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "Text: KnowMem answer tokens."})
+    max_scoring_memory: int | str = field(
+        default="1GiB",
+        metadata={"help": "Memory for the vocabulary-sized arrays of scoring: bytes or a size (512MB, 2GiB)."},
+    )
 
     def __post_init__(self):
         if self.data_format not in ("qa", "text"):
@@ -90,6 +97,9 @@ class EvalConfig:
                 raise ValueError(f"--knowmem_prompt {self.knowmem_prompt!r} has no {{question}} slot")
         if min(self.batch_size, self.max_new_tokens, self.verbmem_max_new_tokens, self.knowmem_max_new_tokens) < 1:
             raise ValueError("batch_size and the max_new_tokens budgets must be positive")
+        from .scoring import parse_memory_size
+
+        self.max_scoring_memory = parse_memory_size(self.max_scoring_memory)
 
 
 def role_splits(forget_split: str) -> dict[str, str]:
@@ -132,9 +142,8 @@ def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> lis
     """Holdout (never trained on) items: answer loss and attack scores, no generation."""
     from .sharding import score_answers
 
-    scores = score_answers(
-        model, formatter, [r["question"] for r in rows], [r["answer"] for r in rows], cfg.batch_size
-    )
+    questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
+    scores = score_answers(model, formatter, questions, answers, cfg.batch_size, cfg.max_scoring_memory)
     items = [
         {"question": r["question"], "answer_loss": s.avg_loss, **privacy_scores(s, r["answer"])}
         for r, s in zip(rows, scores)
@@ -158,16 +167,17 @@ def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfi
     from .sharding import generate_answers, score_answers
 
     questions = [r["question"] for r in rows]
-    answer = score_answers(model, formatter, questions, [r["answer"] for r in rows], cfg.batch_size)
+    mem = cfg.max_scoring_memory
+    answer = score_answers(model, formatter, questions, [r["answer"] for r in rows], cfg.batch_size, mem)
     uses_paraphrase = ROLES[role][1]
     correct = (
-        score_answers(model, formatter, questions, [r["paraphrased_answer"] for r in rows], cfg.batch_size)
+        score_answers(model, formatter, questions, [r["paraphrased_answer"] for r in rows], cfg.batch_size, mem)
         if uses_paraphrase
         else answer
     )
     pert_lists = [_perturbed_list(r) for r in rows]
     flat_q = [q for q, ps in zip(questions, pert_lists) for _ in ps]
-    flat = score_answers(model, formatter, flat_q, [p for ps in pert_lists for p in ps], cfg.batch_size)
+    flat = score_answers(model, formatter, flat_q, [p for ps in pert_lists for p in ps], cfg.batch_size, mem)
     generations = generate_answers(model, formatter, questions, cfg.max_new_tokens, cfg.batch_size)
 
     items, pos = [], 0
@@ -218,7 +228,8 @@ def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig) ->
     from ..runs import model_fingerprint
 
     h = hashlib.sha256()
-    ident = {"cfg": asdict(cfg), "weights": model_fingerprint(model_path), "version": EVAL_VERSION}
+    settings = {k: v for k, v in asdict(cfg).items() if k != "max_scoring_memory"}  # bounds memory, not results
+    ident = {"cfg": settings, "weights": model_fingerprint(model_path), "version": EVAL_VERSION}
     h.update(json.dumps(ident, sort_keys=True).encode())
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]

@@ -224,9 +224,11 @@ def check_comparable(runs: Sequence[Run]) -> None:
                 f"({first.get('reference')}): its forget quality is not comparable; re-evaluate it with the same "
                 "--reference"
             )
-        # batch_size changes no number; a key only one config has comes from another version of EvalConfig
+        # batch_size and max_scoring_memory change no number; a key only one config has comes from another version
+        # of EvalConfig
         cfg, first_cfg = c.get("config", {}), first.get("config", {})
-        diff = sorted(k for k in set(cfg) & set(first_cfg) if k != "batch_size" and cfg[k] != first_cfg[k])
+        same = ("batch_size", "max_scoring_memory")
+        diff = sorted(k for k in set(cfg) & set(first_cfg) if k not in same and cfg[k] != first_cfg[k])
         if diff:
             logger.warning("%s was evaluated with other settings (%s) than %s", r.json_path, diff, runs[0].json_path)
 

@@ -74,7 +74,7 @@ def document_items(model, tokenizer, docs: list[str], cfg) -> list[dict]:
 
     heads = [chunk_document(tokenizer, d, cfg.max_length)[0] for d in docs]
     encoded = [{"input_ids": h, "labels": list(h)} for h in heads]
-    scores = score_encoded(model, encoded, tokenizer.pad_token_id, cfg.batch_size)
+    scores = score_encoded(model, encoded, tokenizer.pad_token_id, cfg.batch_size, cfg.max_scoring_memory)
     items = []
     for h, s in zip(heads, scores):
         text = tokenizer.decode(h, skip_special_tokens=True)
