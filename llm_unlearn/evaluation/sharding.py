@@ -129,28 +129,39 @@ def map_sharded(
 # --- the scoring functions, sharded -------------------------------------------------------------------------------
 
 
-def score_encoded(model, encoded: Sequence[dict], pad_token_id: int, batch_size: int = 32):
-    """:func:`.scoring.score_encoded` over the processes."""
+def score_encoded(
+    model, encoded: Sequence[dict], pad_token_id: int, batch_size: int = 32, max_memory: int | None = None
+):
+    """:func:`.scoring.score_encoded` over the processes (``max_memory``: its bound; ``None``: its default)."""
     from . import scoring
 
+    mem = scoring.DEFAULT_MAX_SCORING_MEMORY if max_memory is None else max_memory
     return map_sharded(
-        lambda share: scoring.score_encoded(model, share, pad_token_id, batch_size),
+        lambda share: scoring.score_encoded(model, share, pad_token_id, batch_size, mem),
         encoded,
         [len(e["input_ids"]) for e in encoded],
         batch_size,
     )
 
 
-def score_answers(model, formatter, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32):
+def score_answers(
+    model,
+    formatter,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 32,
+    max_memory: int | None = None,
+):
     """:func:`.scoring.score_answers` over the processes."""
     from . import scoring
 
+    mem = scoring.DEFAULT_MAX_SCORING_MEMORY if max_memory is None else max_memory
     if rank_and_world()[1] == 1:
-        return scoring.score_answers(model, formatter, questions, answers, batch_size)
+        return scoring.score_answers(model, formatter, questions, answers, batch_size, mem)
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
     encoded = [formatter.encode(q, a) for q, a in zip(questions, answers)]
-    return score_encoded(model, encoded, formatter.tokenizer.pad_token_id, batch_size)
+    return score_encoded(model, encoded, formatter.tokenizer.pad_token_id, batch_size, mem)
 
 
 def generate_from_ids(
