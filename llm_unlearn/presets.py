@@ -272,6 +272,10 @@ def preset_row(name: str, result: dict) -> dict:
         "min_retention": retention.get("minimum"),
         "worst_component": retention.get("worst"),
         "forget_rouge": result["summary"]["forget/rouge_l_recall"],
+        "forget_probability": result["summary"].get("forget/probability"),
+        "mia_auc": result["summary"].get("mia_auc/min_k"),
+        # whether forget quality can see the forget set here at all (the untouched target far below the bar)
+        "informative": (cal.get("discrimination") or {}).get("informative"),
     }
 
 
@@ -281,15 +285,23 @@ def preset_table(rows: list[dict], meta: dict) -> str:
 
     lines = [
         "| model | forget quality | noise floor | verdict | model utility | min retention (component) "
-        "| forget ROUGE |",
-        "|---|---:|---:|---|---:|---|---:|",
+        "| forget ROUGE | forget probability | MIA AUC (Min-K%) |",
+        "|---|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         verdict = {True: "distinguishable", False: "not distinguishable", None: "–"}[r["distinguishable"]]
+        if r.get("informative") is False:  # the untouched target passes too: the verdict means nothing here
+            verdict = "forget quality not informative here"
         ret = "1 (by definition)" if r["model"] == "target" else f"{num(r['min_retention'])} ({r['worst_component']})"
         lines.append(
             f"| {r['model']} | {num(r['forget_quality'])} | {num(r['noise_floor'])} | {verdict} | "
-            f"{num(r['model_utility'])} | {ret} | {num(r['forget_rouge'], '.2f')} |"
+            f"{num(r['model_utility'])} | {ret} | {num(r['forget_rouge'], '.2f')} | "
+            f"{num(r.get('forget_probability'), '.3f')} | {num(r.get('mia_auc'), '.2f')} |"
+        )
+    if any(r.get("informative") is False for r in rows):
+        lines.append(
+            "\nForget quality cannot tell the untouched target from retraining on this data (see each model's "
+            "eval_*.md, Discrimination): read forget probability, ROUGE and the membership-inference AUC instead."
         )
     u = meta["utility"]
     lines.append(
