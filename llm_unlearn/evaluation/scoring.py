@@ -10,6 +10,7 @@ import inspect
 import logging
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -203,6 +204,18 @@ def _accepts(model, name: str) -> bool:
         return False
 
 
+# The route of each model object, probed once: an evaluation scores every split and answer variant with the same
+# model, and the route follows the model's structure, not its inputs.
+_ROUTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _route_of(model, probe_ids: Sequence[int]) -> ScoringRoute:
+    route = _ROUTES.get(model)
+    if route is None:
+        route = _ROUTES[model] = scoring_route(model, probe_ids)
+    return route
+
+
 @torch.no_grad()
 def scoring_route(model, probe_ids: Sequence[int]) -> ScoringRoute:
     """The cheapest route whose logits equal the model's own on a probe (the first :data:`PROBE_TOKENS` of
@@ -387,7 +400,7 @@ def score_encoded(
     if not encoded:
         return []
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-    route = scoring_route(model, encoded[order[-1]]["input_ids"])
+    route = _route_of(model, encoded[order[-1]]["input_ids"])
     vocab = route.vocab
     positions_per_chunk(max_memory, vocab)  # a bound too small for one position fails before any batch runs
     if route.kind != "split":
