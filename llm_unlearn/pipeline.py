@@ -40,8 +40,8 @@ def reference_folders(workdir: str | Path, forget_split: str = "forget10") -> li
     return [Path(workdir) / _per_split(n, forget_split) for n in ("reference", "reference_2")]
 
 
-# Recipes chosen by ``llm-unlearn tune`` on the development family live in the repository's configs/ folder.
-TUNED_RECIPES = Path(__file__).resolve().parents[1] / "configs"
+# The repository's recipes (configs/): the hand-set embedded_*.yaml and those ``llm-unlearn tune`` chose, tuned_*.yaml.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def tuned_recipe(method: str) -> Path | None:
@@ -51,7 +51,7 @@ def tuned_recipe(method: str) -> Path | None:
     file is the trade-off's highest-retention point, not a recommendation)."""
     from .tune import NOT_RECOMMENDED
 
-    path = TUNED_RECIPES / f"tuned_{method}.yaml"
+    path = CONFIGS / f"tuned_{method}.yaml"
     if not path.is_file() or NOT_RECOMMENDED in path.read_text():
         return None
     return path

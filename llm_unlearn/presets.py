@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,7 +57,8 @@ class PresetConfig:
         max_utility_items: at most this many known facts per utility set (default 24).
         target_mode: ``lora`` (default: LoRA, merged into the weights) or ``full`` fine-tuning of the target and
             the references.
-        finetune_epochs, finetune_lr: the target's and the references' recipe.
+        finetune_epochs, finetune_lr: the target's and the references' recipe (``target_mode full`` trains all
+            weights at ``finetune_lr / 20``: full fine-tuning takes far smaller steps than LoRA).
         methods: unlearned through LoRA.
         full_methods: also unlearned with all weights.
         unlearn_steps, unlearn_lr, full_unlearn_lr: the unlearning budget (one for every method).
@@ -89,7 +90,6 @@ class PresetConfig:
     max_new_tokens: int = 32
     seed: int = 0
     forget_split: str = "forget10"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.target_mode not in ("lora", "full"):
@@ -154,12 +154,12 @@ def write_preset_benchmark(base: str | Path, out: str | Path, cfg: PresetConfig)
 
 
 def _unlearn_args(work: Path, method: str, cfg: PresetConfig, full: bool) -> list[str]:
-    from .pipeline import TUNED_RECIPES
+    from .pipeline import CONFIGS
 
     name = f"{method}_full" if full else method
     args = [
         "--config",
-        str(TUNED_RECIPES / f"embedded_{method}.yaml"),  # the method's loss settings; the budget below
+        str(CONFIGS / f"embedded_{method}.yaml"),  # the method's loss settings; the budget below
         "--model_name_or_path",
         str(work / "target"),
         "--data",
