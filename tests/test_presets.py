@@ -41,3 +41,17 @@ def test_the_table_reads_the_median_over_references_and_the_worst_component():
     assert "| forget quality not informative here |" in table and "cannot tell the untouched target" in table
     assert "| target | 5.5e-09 |" in table and "1 (by definition)" in table
     assert "world_facts 24 kept of 58 known / 81" in table
+
+
+def test_every_preset_method_parses_into_a_lora_recipe_at_the_preset_budget(tmp_path):
+    from llm_unlearn.presets import _unlearn_args
+    from llm_unlearn.unlearn import parse_args
+
+    cfg = PresetConfig()
+    for method in cfg.methods:
+        lora, _ = parse_args(_unlearn_args(tmp_path, method, cfg, full=False))
+        full, _ = parse_args(_unlearn_args(tmp_path, method, cfg, full=True))
+        assert lora.use_peft and not full.use_peft, method
+        assert lora.max_steps == full.max_steps == cfg.unlearn_steps
+        assert (lora.learning_rate, full.learning_rate) == (cfg.unlearn_lr, cfg.full_unlearn_lr)
+        assert lora.output_dir != full.output_dir
