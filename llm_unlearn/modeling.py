@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -137,10 +138,19 @@ def find_gguf(name_or_path: str | Path, flag: str = "--model") -> Path | None:
 def converted_gguf_folder(gguf: str | Path) -> Path:
     """The cache folder of a GGUF file's conversion: ``cache_root()/gguf/<file stem>-<sha256 prefix>``, keyed on
     the file's content (a replaced file gets a new folder; a copied or moved one reuses its conversion)."""
+    gguf = Path(gguf)
+    stat = gguf.stat()
+    return cache_root() / "gguf" / f"{gguf.stem}-{_gguf_digest(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _gguf_digest(path: str, size: int, mtime_ns: int) -> str:
+    """The content key of a GGUF file, hashed once per process and file state (one command resolves its model
+    argument several times: the input checks, the loader, the run record); a rewritten file changes size or mtime
+    and is hashed again."""
     from .runs import sha256_file
 
-    gguf = Path(gguf)
-    return cache_root() / "gguf" / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
+    return sha256_file(path)[:16]
 
 
 def resolve_model_source(name_or_path: str | Path, flag: str = "--model") -> str:
