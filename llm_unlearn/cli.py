@@ -357,12 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--methods", default=None, help="smollm2: comma-separated methods run through LoRA (all).")
     demo.add_argument(
-        "--full_methods", default=None, help="smollm2: comma-separated methods also run with all weights (none)."
+        "--full_methods",
+        default=None,
+        help="smollm2: comma-separated methods also run with all weights (npo,regularized_ft; '' for none).",
     )
     demo.add_argument(
         "--target_mode", choices=("lora", "full"), default="lora", help="smollm2: how target and references train."
     )
-    demo.add_argument("--n_authors", type=int, default=None, help="smollm2: fictitious authors (default 20).")
+    demo.add_argument("--n_authors", type=int, default=None, help="smollm2: fictitious authors (default 10).")
     demo.set_defaults(func=cmd_demo)
 
     from .tune import SEARCH_SPACES

@@ -53,7 +53,8 @@ class PresetConfig:
     """Sizes and budgets of the real-model preset (chosen so that the whole run takes about 30 min on 2 cores).
 
     Attributes:
-        n_authors: fictitious authors (default 20: forget10 = 2 authors, 14 items).
+        n_authors: fictitious authors (default 10: forget10 = 1 author, 7 items; 20 authors take about twice the
+            fine-tuning time).
         max_utility_items: at most this many known facts per utility set (default 24).
         target_mode: ``lora`` (default: LoRA, merged into the weights) or ``full`` fine-tuning of the target and
             the references.
@@ -65,7 +66,7 @@ class PresetConfig:
         max_new_tokens: generation budget of the evaluation (answers are one sentence).
     """
 
-    n_authors: int = 20
+    n_authors: int = 10
     max_utility_items: int = 24
     target_mode: str = "lora"
     finetune_epochs: float = 10.0
@@ -83,7 +84,7 @@ class PresetConfig:
         "idk_dpo",
         "relabel",
     )
-    full_methods: tuple[str, ...] = ()
+    full_methods: tuple[str, ...] = ("npo", "regularized_ft")
     unlearn_steps: int = 16
     unlearn_lr: float = 5e-4
     full_unlearn_lr: float = 2e-5
