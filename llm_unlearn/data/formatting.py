@@ -25,25 +25,35 @@ IGNORE_INDEX = -100
 class QAFormatter:
     """Turns (question, answer) pairs into token ids and labels for one tokenizer."""
 
-    def __init__(self, tokenizer, max_length: int = 256):
+    def __init__(self, tokenizer, max_length: int = 256, shots: Sequence[tuple[str, str]] = ()):
+        """``shots``: (question, answer) pairs put before every question as earlier turns of the conversation (the
+        few-shot probes of ``llm-unlearn attack``); none by default."""
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2 (one prompt and one answer token), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.use_chat = bool(getattr(tokenizer, "chat_template", None))
+        self.shots = tuple((str(q), str(a)) for q, a in shots)
+
+    def _turns(self, question: str) -> list[dict]:
+        turns = []
+        for q, a in self.shots:
+            turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return turns + [{"role": "user", "content": question}]
 
     def prompt_text(self, question: str) -> str:
         if self.use_chat:
             return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+                self._turns(question), tokenize=False, add_generation_prompt=True
             )
-        return f"Question: {question}\nAnswer:"
+        context = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in self.shots)
+        return f"{context}Question: {question}\nAnswer:"
 
     def completion_text(self, question: str, answer: str) -> str:
         if self.use_chat:
             prompt = self.prompt_text(question)
             full = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False
+                [*self._turns(question), {"role": "assistant", "content": answer}], tokenize=False
             )
             if not full.startswith(prompt):  # templates that rewrite earlier turns: fall back to the raw answer
                 return answer
