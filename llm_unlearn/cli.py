@@ -1,7 +1,7 @@
 """``llm-unlearn``: the command-line interface.
 
-Subcommands: ``data synth`` / ``data check``, ``finetune``, ``unlearn``, ``eval`` and ``demo`` (the embedded
-pipeline). Heavy
+Subcommands: ``data synth`` / ``data check``, ``finetune``, ``unlearn``, ``eval``, ``attack``, ``report``, ``push``,
+``tune`` and ``demo`` (the embedded pipeline). Heavy
 libraries are imported inside the commands so ``--help`` answers at once.
 """
 
@@ -133,6 +133,25 @@ def cmd_report(args) -> int:
     out = report(args.runs, args.out, overwrite=args.overwrite, n_resamples=args.bootstrap, seed=args.seed)
     print(out["table"])
     print("written: " + ", ".join(out["files"]))
+    return 0
+
+
+# --- attack -------------------------------------------------------------------------------------------------------
+
+
+def cmd_attack(args) -> int:
+    from .evaluation.evaluator import EvalConfig
+    from .robustness.run import AttackConfig, run_attacks
+
+    cfg = dataclass_from_args(AttackConfig, args)
+    if args.forget_split is None:  # the split the run unlearned
+        record = Path(args.run_dir) / "unlearn_record.json"
+        if record.is_file():
+            args.forget_split = json.loads(record.read_text()).get("forget_split")
+    eval_cfg = dataclass_from_args(EvalConfig, args)
+    compared = run_attacks(args.run_dir, args.reference, args.data, cfg, eval_cfg, args.target, args.output)
+    print("\n".join(f"- {line}" for line in compared["robustness"]["text"]))
+    print("written: " + ", ".join(compared["report_files"]))
     return 0
 
 
@@ -399,6 +418,33 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--output", help="Chosen recipe YAML (default configs/tuned_METHOD.yaml).")
     tn.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")
     tn.set_defaults(func=cmd_tune)
+
+    from .robustness.run import AttackConfig
+
+    at = sub.add_parser(
+        "attack",
+        help="Is it really gone? Relearning, quantization and rephrasing attacks on an unlearned run.",
+        description="Attack an unlearned model and the retrained reference alike, and join the results to the run's "
+        "evaluation (RUN_DIR/eval_<forget_split>.json, its Markdown report and so the model card): relearn = a few "
+        "fine-tuning steps on part of the forget split (or on retain items about related entities), measured on the "
+        "untouched rest; quantize = weight-only 8/4-bit round trips (optimum-quanto); rephrase = the forget "
+        "questions in other words, after few-shot retain examples, or in your templates. Each reports forget "
+        "probability, ROUGE-L and forget quality before and after, the recovery (share of the target − model gap "
+        "regained) and the reference's own recovery (what plain learning gives). The run is evaluated first (cached) "
+        "with the evaluation flags below.",
+        formatter_class=fmt,
+    )
+    at.add_argument("run_dir", metavar="RUN_DIR", help="Unlearned model folder (output of `llm-unlearn unlearn`).")
+    at.add_argument(
+        "--reference", nargs="+", required=True, help="Retrained reference model folder(s); the first is attacked."
+    )
+    at.add_argument("--data", required=True, help="Local folder of TOFU-schema files, or a Hub dataset id.")
+    at.add_argument("--target", help="The untouched target's folder (default: the base model of the run's record).")
+    at.add_argument("--output", help="Result JSON (default RUN_DIR/eval_<forget_split>.json).")
+    add_dataclass_arguments(at, AttackConfig, skip=("seed",))
+    at.add_argument("--attack_seed", dest="seed", type=int, default=0, help="Seed of subsets and relearning.")
+    add_dataclass_arguments(at, EvalConfig)
+    at.set_defaults(func=cmd_attack)
 
     push = sub.add_parser(
         "push",

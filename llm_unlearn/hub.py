@@ -513,7 +513,26 @@ def _evaluation_section(eval_result: dict | None, run_dir: Path, data_source: st
         "",
         markdown_table(eval_result),
         *_calibration_lines(eval_result),
+        *_robustness_lines(eval_result),
     ]
+
+
+def _robustness_lines(eval_result: dict) -> list[str]:
+    """``llm-unlearn attack``'s table and reading, when the run was attacked (the forget questions are not named:
+    the card must not carry the forget texts)."""
+    from .evaluation.markdown import robustness_section
+
+    rob = eval_result.get("robustness")
+    if not rob:
+        return ["", "Robustness (relearning, quantization, rephrasing): not measured (`llm-unlearn attack`)."]
+    clean = {**rob, "text": [_without_example(t) for t in rob.get("text") or []]}
+    return ["", *robustness_section({"robustness": clean})[:-1]]
+
+
+def _without_example(line: str) -> str:
+    import re
+
+    return re.sub(r", e\.g\. '.*?'\)|, e\.g\. \".*?\"\)", ")", line)
 
 
 def _calibration_lines(eval_result: dict) -> list[str]:

@@ -179,6 +179,58 @@ def _calibration_section(compared: Mapping) -> list[str]:
     return [*lines, ""]
 
 
+def _share(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def robustness_rows(rob: Mapping) -> list[tuple[str, Mapping]]:
+    """(attack name, its entry) of ``llm-unlearn attack``'s relearn and quantize results, in table order."""
+    rows = [(f"relearn ({source})", e) for source, e in (rob.get("relearn") or {}).items()]
+    return rows + [(f"{bits}-bit weights", e) for bits, e in (rob.get("quantize") or {}).items()]
+
+
+def robustness_section(compared: Mapping) -> list[str]:
+    """``llm-unlearn attack``'s results: forget probability before → after for the model and the retrained
+    reference, the recoveries, and the rephrase probes."""
+    rob = compared.get("robustness")
+    if not rob:
+        return []
+    lines = [
+        "## Is it really gone? (`llm-unlearn attack`)",
+        "",
+        "Recovery: share of the gap between the model and the untouched target that the attack regains (forget "
+        "probability); the reference's recovery is what the same attack gives a model that never learned the "
+        "forget set. Residual: the attacked model's forget probability above the attacked reference's, as a share "
+        "of the target's above it.",
+        "",
+        "| attack | model before → after | reference before → after | target | recovery | reference's recovery |"
+        " residual after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in robustness_rows(rob):
+        m, r = e["model"], e["reference"]
+        lines.append(
+            f"| {name} | {m['before']['probability']:.3f} → {m['after']['probability']:.3f} | "
+            f"{r['before']['probability']:.3f} → {r['after']['probability']:.3f} | {e['target']['probability']:.3f} | "
+            f"{_share(e['recovery']['probability'])} | {_share(e['reference_recovery']['probability'])} | "
+            f"{_share(e['share_after']['probability'])} |"
+        )
+    probes = (rob.get("rephrase") or {}).get("probes") or {}
+    if probes:
+        lines += [
+            "",
+            "| rephrase probe | model prob. / ROUGE-L | target | reference | residual |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, p in probes.items():
+            cells = [
+                f"{p[k]['probability']:.3f} / {p[k]['rouge_l_recall']:.2f}" for k in ("model", "target", "reference")
+            ]
+            lines.append(f"| {name} | {' | '.join(cells)} | {_share(p['share']['probability'])} |")
+    lines += ["", *(f"- {line}" for line in rob.get("text") or []), ""]
+    return lines
+
+
 def eval_report_markdown(
     compared: Mapping, cis: Mapping, png_name: str | None, ecdf_note: str, n_resamples: int, seed: int
 ) -> str:
@@ -199,6 +251,7 @@ def eval_report_markdown(
         plain_reading(compared, cis),
         "",
         *_calibration_section(compared),
+        *robustness_section(compared),
         "## Metrics",
         "",
         metrics_table(compared, cis),
