@@ -581,11 +581,23 @@ def publish(cfg, out: Path) -> str | None:
     return url
 
 
+def _is_sequential(argv: list[str]) -> bool:
+    """Whether ``--forget_split`` names several splits (sequential requests: see robustness.sequential)."""
+    value = _pop_flag(list(argv), "--forget_split")
+    return value is not None and "," in value
+
+
 def main(argv: list[str] | None = None) -> int:
     from .hub import HubPushError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if _is_sequential(argv):  # --forget_split forget01,forget05,...: requests one after another
+            from .robustness.sequential import run_sequential
+
+            run_sequential(argv)
+            return 0
         cfg, trainer_cls = parse_args(argv)
         out = run(cfg, trainer_cls)
         main_process = cfg.process_index == 0

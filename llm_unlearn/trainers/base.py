@@ -72,7 +72,12 @@ class UnlearnConfig(TrainingArguments):
     data: str | None = field(default=None, metadata={"help": "TOFU-schema data: local folder or Hub dataset id."})
     data_format: str = field(default="qa", metadata={"help": "qa (TOFU schema) or text (MUSE-style documents)."})
     forget_split: str | None = field(
-        default=None, metadata={"help": "Split to forget: forgetXX (default forget10); text: raw/forget."}
+        default=None,
+        metadata={
+            "help": "Split to forget: forgetXX (default forget10); text: raw/forget. Several, comma-separated "
+            "(forget01,forget05,forget10), are sequential requests, each unlearned from the previous output and "
+            "evaluated against one --eval_reference entry per request."
+        },
     )
     retain_split: str | None = field(
         default=None, metadata={"help": "Retain split (default: the retainXX of forget_split; text: raw/retain1)."}
