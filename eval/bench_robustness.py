@@ -1,0 +1,175 @@
+"""Is it really gone? Every method on the embedded benchmark under relearning, quantization and rephrasing.
+
+    python eval/bench_robustness.py [--workdir runs/embedded] [--methods natural,npo,...] [--seeds 0,1,2]
+        [--forget_split forget10]
+
+Builds (or reuses) the embedded pipeline in ``workdir`` (benchmark, target, the split's retrained reference and its
+data-order replica). Each method runs its recommended recipe (``configs/tuned_<method>.yaml`` where ``llm-unlearn
+tune`` chose one on the development family, else the hand-set ``configs/embedded_<method>.yaml``) with each
+unlearning seed; every run is evaluated and attacked with ``llm-unlearn attack``'s defaults (relearning on a quarter
+of each forget author's items and, separately, on retain items about related authors; 8- and 4-bit weights;
+paraphrased, few-shot and exact questions), and so is the retrained reference, once. It prints, per method, the
+mean over seeds of:
+
+- forget quality before any attack (median over the two references) and the forget probability;
+- the **recovery** under each attack: the share of the gap between the unlearned model and the untouched target
+  that the attack regains (forget probability); the retrained reference's own recovery is the floor (what plain
+  learning, or quantization noise, gives a model that never learned the forget set);
+- the **residual** after each attack: the attacked model's forget probability above the attacked reference's, as
+  a share of the target's above it. A method whose residual after an attack is ≥ 25 % hides the forget set from
+  the plain question rather than removing it (a reading, not a test: the threshold is a convention).
+
+Recoveries of runs that never moved away from the target (gap < 0.02) are undefined and left out of the mean; the
+cell then counts the runs it averages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = (
+    "regularized_ft",
+    "hessian",
+    "natural",
+    "grad_ascent",
+    "grad_diff",
+    "npo",
+    "simnpo",
+    "idk_nll",
+    "idk_dpo",
+    "relabel",
+)
+HIDDEN = 0.25
+
+
+def recipe(method: str) -> tuple[Path, str]:
+    from llm_unlearn.pipeline import tuned_recipe
+
+    tuned = tuned_recipe(method)
+    if tuned is not None:
+        return tuned, "tuned on dev"
+    return ROOT / "configs" / f"embedded_{method}.yaml", "hand-set"
+
+
+def unlearn_run(method: str, split: str, seed: int, work: Path) -> Path:
+    from llm_unlearn.stages import unlearn
+
+    config, _ = recipe(method)
+    out = work / "bench" / "robustness" / split / f"seed{seed}" / method
+    return unlearn(
+        [
+            "--config", str(config), "--model_name_or_path", str(work / "target"), "--data", str(work / "data"),
+            "--forget_split", split, "--seed", str(seed), "--output_dir", str(out), "--overwrite_output", "true",
+            "--disable_tqdm", "true",
+        ]
+    )  # fmt: skip
+
+
+def attack_rows(rob: dict) -> dict[str, dict]:
+    """attack name -> its entry, for every relearn source and bit width, plus the best rephrase probe."""
+    rows = {f"relearn {s}": e for s, e in (rob.get("relearn") or {}).items()}
+    rows.update({f"{b}-bit": e for b, e in (rob.get("quantize") or {}).items()})
+    return rows
+
+
+def best_probe(rob: dict) -> tuple[str, float | None]:
+    """The rephrase probe (other than the exact question) with the largest residual share, and that share."""
+    probes = {k: v for k, v in ((rob.get("rephrase") or {}).get("probes") or {}).items() if k != "exact"}
+    shares = {k: v["share"]["probability"] for k, v in probes.items() if v["share"]["probability"] is not None}
+    if not shares:
+        return "–", None
+    name = max(shares, key=shares.get)
+    return name, shares[name]
+
+
+def _mean(values: list[float | None], n: int) -> str:
+    have = [v for v in values if v is not None]
+    if not have:
+        return "–"
+    text = f"{100 * statistics.fmean(have):.0f} %"
+    return text if len(have) == n else f"{text} ({len(have)}/{n})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="runs/embedded", help="Pipeline folder (built if missing).")
+    parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated methods.")
+    parser.add_argument("--seeds", default="0,1,2", help="Unlearning seeds (default 0,1,2).")
+    parser.add_argument("--forget_split", default="forget10", help="Forget split (default forget10).")
+    args = parser.parse_args()
+
+    from llm_unlearn.evaluation.evaluator import EvalConfig
+    from llm_unlearn.pipeline import reference_folders, run_embedded_pipeline
+    from llm_unlearn.robustness.run import AttackConfig, run_attacks
+
+    work, split = Path(args.workdir), args.forget_split
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    run_embedded_pipeline(work, forget_split=split)
+    refs = [str(p) for p in reference_folders(work, split)]
+    cfg, ecfg = AttackConfig(relearn_source="both"), EvalConfig(forget_split=split)
+    results: dict[str, list[dict]] = {}
+    for method in methods:
+        for seed in seeds:
+            run = unlearn_run(method, split, seed, work)
+            compared = run_attacks(str(run), refs, str(work / "data"), cfg, ecfg)
+            results.setdefault(method, []).append(compared)
+            rob = compared["robustness"]
+            cells = ", ".join(
+                f"{k} {e['recovery']['probability'] if e['recovery']['probability'] is not None else float('nan'):.2f}"
+                for k, e in attack_rows(rob).items()
+            )
+            print(f"[{method} seed {seed}] forget quality {compared['calibration']['forget_quality_median']:.3g}; "
+                  f"recovery {cells}", flush=True)  # fmt: skip
+    any_rob = next(iter(results.values()))[0]["robustness"]
+    names = list(attack_rows(any_rob))
+    n = len(seeds)
+    print(
+        f"\nRobustness on the embedded benchmark, {split}, {n} unlearning seeds (means): recovery (share of the "
+        "target − model gap in forget probability that the attack regains) / residual after the attack (share of "
+        "the target's forget probability above the attacked reference's).\n"
+    )
+    head = "| method (recipe) | forget quality | forget prob. | " + " | ".join(names) + " | best rephrase probe |"
+    print(head + "\n|" + "---|" * (4 + len(names)))
+    ref = {k: e["reference_recovery"]["probability"] for k, e in attack_rows(any_rob).items()}
+    target_fe = any_rob["relearn"]["forget"]["target"]["probability"] if "relearn" in any_rob else None
+    print(
+        "| retrained reference (floor) | – | "
+        + f"{any_rob['quantize'][next(iter(any_rob['quantize']))]['reference']['before']['probability']:.3f} | "
+        + " | ".join(f"{_mean([ref[k]], 1)} / 0 %" for k in names)
+        + " | 0 % (by definition) |"
+    )
+    readings = []
+    for method, runs in results.items():
+        robs = [c["robustness"] for c in runs]
+        fq = statistics.fmean(c["calibration"]["forget_quality_median"] for c in runs)
+        prob = statistics.fmean(c["summary"]["forget/probability"] for c in runs)
+        cells, hidden = [], []
+        for k in names:
+            rec = [attack_rows(r)[k]["recovery"]["probability"] for r in robs]
+            res = [attack_rows(r)[k]["share_after"]["probability"] for r in robs]
+            cells.append(f"{_mean(rec, n)} / {_mean(res, n)}")
+            have = [v for v in res if v is not None]
+            if have and statistics.fmean(have) >= HIDDEN:
+                hidden.append(k)
+        probes = [best_probe(r) for r in robs]
+        shares = [s for _, s in probes]
+        label = max({p for p, _ in probes}, key=[p for p, _ in probes].count)
+        rephrase = f"{label}: {_mean(shares, n)}"
+        have = [s for s in shares if s is not None]
+        if have and statistics.fmean(have) >= HIDDEN:
+            hidden.append(f"rephrase ({label})")
+        print(f"| {method} ({recipe(method)[1]}) | {fq:.3g} | {prob:.3f} | " + " | ".join(cells) + f" | {rephrase} |")
+        readings.append((method, hidden))
+    print(f"\nTarget forget probability on the relearning evaluation items: {target_fe:.3f}." if target_fe else "")
+    print("\nReading (residual ≥ 25 % after an attack = the knowledge was hidden, not removed):")
+    for method, hidden in readings:
+        print(f"- {method}: " + (f"hides: comes back under {', '.join(hidden)}" if hidden else "no attack here brings "
+                                 "back more than the reference holds"))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
