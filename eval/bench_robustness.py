@@ -30,18 +30,6 @@ import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = (
-    "regularized_ft",
-    "hessian",
-    "natural",
-    "grad_ascent",
-    "grad_diff",
-    "npo",
-    "simnpo",
-    "idk_nll",
-    "idk_dpo",
-    "relabel",
-)
 HIDDEN = 0.25
 
 
@@ -96,7 +84,10 @@ def _mean(values: list[float | None], n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="runs/embedded", help="Pipeline folder (built if missing).")
-    parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated methods.")
+    from llm_unlearn.trainers import METHODS, SELECTION_ALIASES
+
+    every = [*METHODS, *SELECTION_ALIASES]  # the registry's methods and hessian selection (over grad_diff)
+    parser.add_argument("--methods", default=",".join(every), help="Comma-separated methods (default: all).")
     parser.add_argument("--seeds", default="0,1,2", help="Unlearning seeds (default 0,1,2).")
     parser.add_argument("--forget_split", default="forget10", help="Forget split (default forget10).")
     args = parser.parse_args()

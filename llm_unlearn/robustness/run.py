@@ -383,8 +383,9 @@ def run_attacks(
     target_folder, _ = _target_of(_model_folder(model, "--model"), target)
     if target_folder is None or not Path(target_folder).is_dir():
         raise ValueError(
-            f"the untouched target of {model} is unknown (no local base_model in its unlearn_record.json): pass "
-            "--target TARGET_MODEL_DIR"
+            f"the attacks need the untouched target's model folder; for {model} it is "
+            + (f"{target_folder}, not a folder" if target_folder else "unknown (no local base_model in its record)")
+            + ": pass --target TARGET_MODEL_DIR"
         )
     attack_inputs = attack_data(data, eval_cfg.forget_split, cfg, eval_cfg)  # validated before any model is loaded
     compared = run_eval(model, references, data, eval_cfg, output, target=target_folder)
