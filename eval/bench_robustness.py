@@ -11,16 +11,18 @@ of each forget author's items and, separately, on retain items about related aut
 paraphrased, few-shot and exact questions), and so is the retrained reference, once. It prints, per method, the
 mean over seeds of:
 
-- forget quality before any attack (median over the two references) and the forget probability;
+- forget quality before any attack (median over the two references), the forget probability and the minimum
+  utility retention (a method that removes the forget set by breaking the model shows it here);
 - the **recovery** under each attack: the share of the gap between the unlearned model and the untouched target
   that the attack regains (forget probability); the retrained reference's own recovery is the floor (what plain
   learning, or quantization noise, gives a model that never learned the forget set);
-- the **residual** after each attack: the attacked model's forget probability above the attacked reference's, as
-  a share of the target's above it. A method whose residual after an attack is ≥ 25 % hides the forget set from
-  the plain question rather than removing it (a reading, not a test: the threshold is a convention).
+- the **residual** before (the plain question) and after each attack: the model's forget probability above the
+  reference's (each attacked alike), as a share of the target's above it. A method whose residual is ≥ 25 % with the
+  plain question did not remove the forget set; one below 25 % before and ≥ 25 % after an attack hides it from the
+  plain question rather than removing it (a reading, not a test: the threshold is a convention).
 
-Recoveries of runs that never moved away from the target (gap < 0.02) are undefined and left out of the mean; the
-cell then counts the runs it averages.
+Recoveries of runs that never moved away from the target (gap < 0.02, or under a quarter of the target − reference
+gap) are undefined and left out of the mean; the cell then counts the runs it averages.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HIDDEN = 0.25
+BROKEN = 0.9  # minimum utility retention below which a "removed" reading says the model itself is broken
 
 
 def recipe(method: str) -> tuple[Path, str]:
@@ -61,6 +63,17 @@ def attack_rows(rob: dict) -> dict[str, dict]:
     rows = {f"relearn {s}": e for s, e in (rob.get("relearn") or {}).items()}
     rows.update({f"{b}-bit": e for b, e in (rob.get("quantize") or {}).items()})
     return rows
+
+
+def exact_share(rob: dict) -> float | None:
+    """The residual share under the plain (exact) question, before any attack."""
+    exact = ((rob.get("rephrase") or {}).get("probes") or {}).get("exact")
+    return exact["share"]["probability"] if exact else None
+
+
+def _avg(values: list[float | None]) -> float | None:
+    have = [v for v in values if v is not None]
+    return statistics.fmean(have) if have else None
 
 
 def best_probe(rob: dict) -> tuple[str, float | None]:
@@ -94,7 +107,7 @@ def main() -> None:
 
     from llm_unlearn.evaluation.evaluator import EvalConfig
     from llm_unlearn.pipeline import reference_folders, run_embedded_pipeline
-    from llm_unlearn.robustness.run import AttackConfig, run_attacks
+    from llm_unlearn.robustness.run import HIDDEN_SHARE, AttackConfig, reading, run_attacks
 
     work, split = Path(args.workdir), args.forget_split
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -123,13 +136,17 @@ def main() -> None:
         "target − model gap in forget probability that the attack regains) / residual after the attack (share of "
         "the target's forget probability above the attacked reference's).\n"
     )
-    head = "| method (recipe) | forget quality | forget prob. | " + " | ".join(names) + " | best rephrase probe |"
-    print(head + "\n|" + "---|" * (4 + len(names)))
+    head = (
+        "| method (recipe) | forget quality | forget prob. | min retention | residual before | "
+        + " | ".join(names)
+        + " | best rephrase probe |"
+    )
+    print(head + "\n|" + "---|" * (6 + len(names)))
     ref = {k: e["reference_recovery"]["probability"] for k, e in attack_rows(any_rob).items()}
     target_fe = any_rob["relearn"]["forget"]["target"]["probability"] if "relearn" in any_rob else None
+    ref_prob = any_rob["quantize"][next(iter(any_rob["quantize"]))]["reference"]["before"]["probability"]
     print(
-        "| retrained reference (floor) | – | "
-        + f"{any_rob['quantize'][next(iter(any_rob['quantize']))]['reference']['before']['probability']:.3f} | "
+        f"| retrained reference (floor) | – | {ref_prob:.3f} | – | 0 % | "
         + " | ".join(f"{_mean([ref[k]], 1)} / 0 %" for k in names)
         + " | 0 % (by definition) |"
     )
@@ -138,28 +155,50 @@ def main() -> None:
         robs = [c["robustness"] for c in runs]
         fq = statistics.fmean(c["calibration"]["forget_quality_median"] for c in runs)
         prob = statistics.fmean(c["summary"]["forget/probability"] for c in runs)
+        plain = [exact_share(r) for r in robs]
+        kept = statistics.fmean(c["calibration"]["utility_retention"]["minimum"] for c in runs)
         cells, hidden = [], []
         for k in names:
             rec = [attack_rows(r)[k]["recovery"]["probability"] for r in robs]
+            before = [attack_rows(r)[k]["share_before"]["probability"] for r in robs]
             res = [attack_rows(r)[k]["share_after"]["probability"] for r in robs]
             cells.append(f"{_mean(rec, n)} / {_mean(res, n)}")
-            have = [v for v in res if v is not None]
-            if have and statistics.fmean(have) >= HIDDEN:
+            if reading({"probability": _avg(before)}, {"probability": _avg(res)})[0] == "hidden":
                 hidden.append(k)
         probes = [best_probe(r) for r in robs]
         shares = [s for _, s in probes]
         label = max({p for p, _ in probes}, key=[p for p, _ in probes].count)
         rephrase = f"{label}: {_mean(shares, n)}"
-        have = [s for s in shares if s is not None]
-        if have and statistics.fmean(have) >= HIDDEN:
+        if reading({"probability": _avg(plain)}, {"probability": _avg(shares)})[0] == "hidden":
             hidden.append(f"rephrase ({label})")
-        print(f"| {method} ({recipe(method)[1]}) | {fq:.3g} | {prob:.3f} | " + " | ".join(cells) + f" | {rephrase} |")
-        readings.append((method, hidden))
+        print(
+            f"| {method} ({recipe(method)[1]}) | {fq:.3g} | {prob:.3f} | {kept:.2f} | {_mean(plain, n)} | "
+            + " | ".join(cells)
+            + f" | {rephrase} |"
+        )
+        readings.append((method, _avg(plain), hidden, kept))
     print(f"\nTarget forget probability on the relearning evaluation items: {target_fe:.3f}." if target_fe else "")
-    print("\nReading (residual ≥ 25 % after an attack = the knowledge was hidden, not removed):")
-    for method, hidden in readings:
-        print(f"- {method}: " + (f"hides: comes back under {', '.join(hidden)}" if hidden else "no attack here brings "
-                                 "back more than the reference holds"))  # fmt: skip
+    print(
+        f"\nReading (residual = the model's forget probability above the reference's, as a share of the target's; "
+        f"≥ {100 * HIDDEN_SHARE:.0f} % with the plain question = not removed; < {100 * HIDDEN_SHARE:.0f} % before "
+        f"and ≥ {100 * HIDDEN_SHARE:.0f} % after an attack = hidden, not removed):"
+    )
+    for method, before, hidden, kept in readings:
+        broken = (
+            f" (but utility collapsed: minimum utility retention {kept:.2f}, below {BROKEN:.0%}: nothing is left to "
+            "recover, about the forget set or anything else)"
+            if kept < BROKEN
+            else ""
+        )
+        if before is not None and before >= HIDDEN_SHARE:
+            print(f"- {method}: not removed: the plain question keeps {100 * before:.0f} % (no attack needed)")
+        elif hidden:
+            print(f"- {method}: hides: comes back under {', '.join(hidden)}")
+        else:
+            print(
+                f"- {method}: removed as far as these attacks see: none brings back more than the reference holds"
+                + broken
+            )
 
 
 if __name__ == "__main__":

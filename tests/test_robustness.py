@@ -51,12 +51,32 @@ def test_recovery_and_share_on_hand_made_numbers():
     assert A.recovery(0.1, 0.1, 0.9)[0] == 0
     value, why = A.recovery(0.5, 0.9, 0.51)
     assert value is None and "nothing to recover" in why
+    # A model that removed 4 % of the target − reference gap (0.94 vs 0.97, reference 0.28) has nothing to recover:
+    # without the reference the ratio over its 0.03 reads as a -467 % "recovery".
+    assert A.recovery(0.94, 0.80, 0.97)[0] == pytest.approx(-14 / 3)
+    value, why = A.recovery(0.94, 0.80, 0.97, reference=0.28)
+    assert value is None and "removed only 4 %" in why
+    assert A.recovery(0.30, 0.60, 0.97, reference=0.28)[0] == pytest.approx(0.3 / 0.67)
     rec = A.recoveries({"probability": 0.2, "rouge_l_recall": 0.5}, {"probability": 0.6, "rouge_l_recall": 0.5},
                        {"probability": 1.0, "rouge_l_recall": 0.505})  # fmt: skip
     assert rec["probability"] == pytest.approx(0.5) and rec["rouge_l_recall"] is None and rec["rouge_l_recall_note"]
     share = A.knowledge_share({"probability": 0.5, "rouge_l_recall": 0.3}, {"probability": 0.9, "rouge_l_recall": 0.3},
                               {"probability": 0.1, "rouge_l_recall": 0.3})  # fmt: skip
     assert share["probability"] == pytest.approx(0.5) and share["rouge_l_recall"] is None
+
+
+def test_reading_tells_not_removed_from_hidden_from_removed():
+    from llm_unlearn.robustness.run import reading
+
+    def share(x):
+        return {"probability": x}
+
+    assert reading(share(0.9), share(0.95))[0] == "not removed"  # never taken away: no attack was needed
+    kind, text = reading(share(0.05), share(0.74))
+    assert kind == "hidden" and "74 %" in text and "from 5 %" in text
+    assert reading(share(0.05), share(0.10))[0] == "removed"
+    assert reading(share(-0.3), share(0.2))[0] == "removed"
+    assert reading(share(0.05), share(None))[0] == "unclear"
 
 
 def test_relearning_split_keeps_part_of_every_entity_untouched(small_bench):

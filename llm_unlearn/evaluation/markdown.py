@@ -200,11 +200,11 @@ def robustness_section(compared: Mapping) -> list[str]:
         "",
         "Recovery: share of the gap between the model and the untouched target that the attack regains (forget "
         "probability); the reference's recovery is what the same attack gives a model that never learned the "
-        "forget set. Residual: the attacked model's forget probability above the attacked reference's, as a share "
-        "of the target's above it.",
+        "forget set. Residual: the model's forget probability above the reference's (each attacked alike), as a "
+        "share of the target's above it, before and after the attack.",
         "",
         "| attack | model before → after | reference before → after | target | recovery | reference's recovery |"
-        " residual after |",
+        " residual before → after |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in robustness_rows(rob):
@@ -213,7 +213,7 @@ def robustness_section(compared: Mapping) -> list[str]:
             f"| {name} | {m['before']['probability']:.3f} → {m['after']['probability']:.3f} | "
             f"{r['before']['probability']:.3f} → {r['after']['probability']:.3f} | {e['target']['probability']:.3f} | "
             f"{_share(e['recovery']['probability'])} | {_share(e['reference_recovery']['probability'])} | "
-            f"{_share(e['share_after']['probability'])} |"
+            f"{_share(e['share_before']['probability'])} → {_share(e['share_after']['probability'])} |"
         )
     probes = (rob.get("rephrase") or {}).get("probes") or {}
     if probes:

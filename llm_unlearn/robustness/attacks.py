@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 
 # A gap (target − model before the attack) below this is "nothing to recover": the ratio would divide noise by noise.
 RECOVERY_MIN_GAP = 0.02
+# Nor is there anything to recover from a model that removed less than this share of the target − reference gap: a
+# ratio over the little it moved reads as huge recoveries of either sign (-470 % was seen) for a model that never
+# forgot; its reading is "not removed" instead (``share_before``).
+RECOVERY_MIN_REMOVED = 0.25
 MEASURES = ("probability", "rouge_l_recall")
 
 
@@ -43,22 +47,32 @@ def with_forget_quality(measures: Mapping, reference: Mapping) -> dict:
     return out
 
 
-def recovery(before: float, after: float, target: float) -> tuple[float | None, str | None]:
+def recovery(
+    before: float, after: float, target: float, reference: float | None = None
+) -> tuple[float | None, str | None]:
     """(fraction of the target − model gap that the attack regains, why it is undefined when it is).
 
     ``(after − before) / (target − before)``: 0 = the attack gets nothing back, 1 = back to the untouched target.
-    Undefined where the model was never far from the target (``|target − before| < RECOVERY_MIN_GAP``)."""
+    Undefined where the model was never far from the target: ``|target − before| < RECOVERY_MIN_GAP``, or, given the
+    retrained reference's level, less than ``RECOVERY_MIN_REMOVED`` of ``|target − reference|``."""
     gap = target - before
     if abs(gap) < RECOVERY_MIN_GAP:
         return None, f"nothing to recover: the model is within {RECOVERY_MIN_GAP} of the target before the attack"
+    if reference is not None and abs(gap) < RECOVERY_MIN_REMOVED * abs(target - reference):
+        removed = abs(gap) / abs(target - reference)
+        return None, (
+            f"nothing to recover: the model removed only {100 * removed:.0f} % of the target − reference gap "
+            f"(< {100 * RECOVERY_MIN_REMOVED:.0f} %) before the attack"
+        )
     return (after - before) / gap, None
 
 
-def recoveries(before: Mapping, after: Mapping, target: Mapping) -> dict:
-    """:func:`recovery` of each measure, with the reason beside an undefined one."""
+def recoveries(before: Mapping, after: Mapping, target: Mapping, reference: Mapping | None = None) -> dict:
+    """:func:`recovery` of each measure (relative to ``reference``'s level where given), with the reason beside an
+    undefined one."""
     out = {}
     for m in MEASURES:
-        value, why = recovery(before[m], after[m], target[m])
+        value, why = recovery(before[m], after[m], target[m], None if reference is None else reference[m])
         out[m] = value
         if why:
             out[f"{m}_note"] = why

@@ -260,8 +260,8 @@ def _attack_entry(before: dict, after: dict, ref_before: dict, ref_after: dict, 
             "after": A.with_forget_quality(ref_after, ref_before),
         },
         "target": A.with_forget_quality(target, ref_before),
-        "recovery": A.recoveries(before, after, target),
-        "reference_recovery": A.recoveries(ref_before, ref_after, target),
+        "recovery": A.recoveries(before, after, target, ref_before),
+        "reference_recovery": A.recoveries(ref_before, ref_after, target, ref_before),
         "share_before": A.knowledge_share(before, target, ref_before),
         "share_after": A.knowledge_share(after, target, ref_after),
     }
@@ -320,13 +320,29 @@ def _pct(x: float | None) -> str:
     return "undefined" if x is None else f"{100 * x:.0f} %"
 
 
-def _reading(share: dict) -> str:
-    s = share.get("probability")
+def reading(share_before: dict, share_after: dict) -> tuple[str, str]:
+    """(kind, sentence) of one attack: ``not removed`` where the model already holds ≥ ``HIDDEN_SHARE`` of the
+    target's extra forget probability before the attack (nothing was hidden: it was never taken away), ``hidden``
+    where it holds less before and ≥ that share after, ``removed`` where it holds less after too, ``unclear`` where
+    the attacked target and reference cannot be told apart."""
+    b, s = share_before.get("probability"), share_after.get("probability")
     if s is None:
-        return "the attacked target and reference cannot be told apart here"
+        return "unclear", "the attacked target and reference cannot be told apart here"
+    if b is not None and b >= HIDDEN_SHARE:
+        return "not removed", (
+            f"NOT REMOVED to begin with: before the attack the model holds {_pct(b)} of the target's extra forget "
+            f"probability ({_pct(s)} after)"
+        )
     if s >= HIDDEN_SHARE:
-        return f"HIDDEN, not removed: the model holds {_pct(s)} of the target's extra forget probability"
-    return f"no hidden knowledge found by this attack ({_pct(s)} of the target's extra forget probability)"
+        return "hidden", (
+            f"HIDDEN, not removed: the attack brings the model to {_pct(s)} of the target's extra forget probability "
+            f"(from {_pct(b)})"
+        )
+    return "removed", f"no hidden knowledge found by this attack ({_pct(s)} of the target's extra forget probability)"
+
+
+def _reading(share_before: dict, share_after: dict) -> str:
+    return reading(share_before, share_after)[1]
 
 
 def robustness_lines(rob: dict) -> list[str]:
@@ -340,7 +356,7 @@ def robustness_lines(rob: dict) -> list[str]:
             f"{m['after']['probability']:.3f} (target {t['probability']:.3f}), recovery "
             f"{_pct(e['recovery']['probability'])}; the retrained reference {r['before']['probability']:.3f} → "
             f"{r['after']['probability']:.3f}, recovery {_pct(e['reference_recovery']['probability'])}. "
-            + _reading(e["share_after"])
+            + _reading(e["share_before"], e["share_after"])
         )
     for bits, e in (rob.get("quantize") or {}).items():
         m, t = e["model"], e["target"]
@@ -350,14 +366,16 @@ def robustness_lines(rob: dict) -> list[str]:
             f"{_pct(e['recovery']['probability'])} (reference's own "
             f"{_pct(e['reference_recovery']['probability'])}); retain probability "
             f"{e['retain']['probability']['before']:.3f} → {e['retain']['probability']['after']:.3f}. "
-            + _reading(e["share_after"])
+            + _reading(e["share_before"], e["share_after"])
         )
+    exact = ((rob.get("rephrase") or {}).get("probes") or {}).get("exact")
     for name, p in ((rob.get("rephrase") or {}).get("probes") or {}).items():
         lines.append(
             f"rephrase probe {name} ({p['model']['n_questions']} questions, e.g. {p['model']['example']!r}): forget "
             f"probability {p['model']['probability']:.3f}, ROUGE-L {p['model']['rouge_l_recall']:.2f} (target "
             f"{p['target']['probability']:.3f} / {p['target']['rouge_l_recall']:.2f}, reference "
-            f"{p['reference']['probability']:.3f} / {p['reference']['rouge_l_recall']:.2f}). " + _reading(p["share"])
+            f"{p['reference']['probability']:.3f} / {p['reference']['rouge_l_recall']:.2f}). "
+            + _reading(exact["share"] if exact else {}, p["share"])
         )
     return lines
 
