@@ -545,7 +545,12 @@ def _calibration_lines(eval_result: dict) -> list[str]:
         return ["", "Noise floor of forget quality: unknown (evaluated without calibration)."]
     floor = cal.get("noise_floor")
     head = (
-        f"Noise floor of forget quality (between {len(cal['references'])} retrained references): {floor:.3g}."
+        f"Noise floor of forget quality (between {len(cal['references'])} retrained references): {floor:.3g}"
+        + (
+            f"; resampled 5 % bound (the verdict's bar): {cal['noise_floor_resampled']:.3g}."
+            if cal.get("noise_floor_resampled") is not None
+            else "."
+        )
         if floor is not None
         else "Noise floor of forget quality: unknown (one retrained reference)."
     )
@@ -557,6 +562,9 @@ def _calibration_metrics(eval_result: dict) -> list[tuple[str, str, float]]:
     out = []
     if cal.get("noise_floor") is not None:
         out.append(("noise_floor", "Noise floor of forget quality (reference vs reference)", cal["noise_floor"]))
+    if cal.get("noise_floor_resampled") is not None:
+        label = "Noise floor of forget quality, resampled 5 % bound"
+        out.append(("noise_floor_resampled", label, cal["noise_floor_resampled"]))
     if cal.get("utility_retention"):
         out.append(("min_utility_retention", "Minimum utility retention", cal["utility_retention"]["minimum"]))
     return out

@@ -13,7 +13,7 @@ Protocol:
 3. Two objectives, both maximised:
 
    - **forget score**: the mean over runs of ``min(0, log10(FQ / bar))``, with FQ the median forget quality over the
-     references and ``bar = max(0.05, noise floor)`` (the verdict's threshold). It is 0 when every run is not
+     references and ``bar`` the verdict's threshold (0.05 or the resampled noise floor). It is 0 when every run is not
      distinguishable from retraining, and counts orders of magnitude short of the bar otherwise (beyond the bar,
      a higher forget quality is noise, not a better recipe);
    - **retention**: the lowest minimum utility retention (unlearned / target, over the nine utility components)
@@ -169,16 +169,22 @@ def suggest(trial, space: dict) -> dict:
 
 
 def forget_score(fq_median: float, floor: float | None) -> float:
-    """``min(0, log10(FQ / bar))``: 0 when not distinguishable from retraining, else orders of magnitude short."""
+    """``min(0, log10(FQ / bar))``: 0 when not distinguishable from retraining, else orders of magnitude short;
+    ``bar = max(0.05, floor)``."""
     bar = FQ_BAR if floor is None else max(FQ_BAR, floor)
     return min(0.0, math.log10(max(fq_median, 1e-300) / bar))
+
+
+def _bar(run: dict) -> float:
+    """The verdict's bar of one run: recorded since the resampled floor; ``max(0.05, noise floor)`` before."""
+    return run["bar"] if run.get("bar") is not None else max(FQ_BAR, run["noise_floor"] or 0)
 
 
 def score_runs(runs: list[dict]) -> tuple[float, float]:
     """(forget score, retention) of a trial from its runs' numbers (see the module docstring)."""
     if any(r.get("diverged") for r in runs):
         return INFEASIBLE, 0.0
-    fs = sum(forget_score(r["forget_quality_median"], r["noise_floor"]) for r in runs) / len(runs)
+    fs = sum(forget_score(r["forget_quality_median"], _bar(r)) for r in runs) / len(runs)
     return fs, min(r["min_retention"] for r in runs)
 
 
@@ -264,6 +270,7 @@ def run_trial(cfg: TuneConfig, bench: dict, params: dict, trial_dir: Path) -> li
                     "seed": seed,
                     "forget_quality_median": cal["forget_quality_median"],
                     "noise_floor": cal["noise_floor"],
+                    "bar": cal["verdict"]["threshold"],
                     "distinguishable": cal["verdict"]["distinguishable"],
                     "model_utility": c["model_utility"],
                     "min_retention": retention["minimum"],
@@ -318,8 +325,7 @@ def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
         per = "; ".join(
             f"{r['split']}: diverged"
             if r.get("diverged")
-            else f"{r['split']} FQ {r['forget_quality_median']:.3g} (bar {max(FQ_BAR, r['noise_floor'] or 0):.3g}) "
-            f"ret {r['min_retention']:.3f}"
+            else f"{r['split']} FQ {r['forget_quality_median']:.3g} (bar {_bar(r):.3g}) ret {r['min_retention']:.3f}"
             for r in runs
         )
         print(
@@ -366,8 +372,7 @@ def front_table(front: list[dict], space: dict, min_retention: float) -> list[st
         per = "; ".join(
             f"{r['split']}: diverged"
             if r.get("diverged")
-            else f"{r['split']} {r['forget_quality_median']:.3g} / {max(FQ_BAR, r['noise_floor'] or 0):.3g}, "
-            f"{r['min_retention']:.3f}"
+            else f"{r['split']} {r['forget_quality_median']:.3g} / {_bar(r):.3g}, {r['min_retention']:.3f}"
             for r in p["runs"]
         )
         values = " | ".join(_fmt(p["params"].get(n)) for n in names)
@@ -414,7 +419,7 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         f"#   {r['split']} seed {r['seed']}: diverged"
         if r.get("diverged")
         else f"#   {r['split']} seed {r['seed']}: forget quality {r['forget_quality_median']:.3g} (noise floor "
-        f"{r['noise_floor']:.3g}), min retention {r['min_retention']:.3f} ({r['worst_component']})"
+        f"{r['noise_floor']:.3g}, bar {_bar(r):.3g}), min retention {r['min_retention']:.3f} ({r['worst_component']})"
         for r in chosen["runs"]
     ]
     header = [

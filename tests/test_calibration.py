@@ -53,6 +53,44 @@ def test_verdict_needs_both_0_05_and_the_floor():
     assert "not distinguishable" in text and "noise floor is unknown" in text and "--data_seed" in text
 
 
+def test_resampled_floor_is_the_low_quantile_of_reference_pairs_over_item_resamples():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    ref = rng.random(30)
+    replica = np.round(ref + rng.normal(0, 0.05, 30), 1)  # rounded: ties, as resampled items always have
+    ref = np.round(ref, 1)
+    # the same numbers as resampling by hand and running the KS test on every resample (the statistic cache is exact)
+    draw = np.random.default_rng(0)
+    by_hand = []
+    for _ in range(200):
+        idx = draw.integers(0, 30, 30)
+        by_hand.append(M.forget_quality(ref[idx], replica[idx]))
+    low = C.resampled_floor([ref, replica], n_resamples=200, seed=0)
+    assert low == pytest.approx(np.quantile(by_hand, C.FLOOR_QUANTILE), abs=1e-12)
+    assert low < M.forget_quality(ref, replica)  # one draw sits well above the low end of its own resamples
+    assert C.resampled_floor([ref]) is None
+    assert C.resampled_floor([ref, ref]) == 1.0  # identical references: no noise to measure
+    with pytest.raises(ValueError, match="items"):
+        C.resampled_floor([ref, replica[:-1]])
+
+
+def test_verdict_bar_is_the_resampled_floor_when_there_is_one():
+    # the embedded forget10: the two references score 0.993 against each other, retrained models 0.93-0.96
+    assert C.verdict(0.932, 0.993)["distinguishable"]  # a bar at the one observed draw rejects retraining
+    v = C.verdict(0.932, 0.993, 0.186)
+    assert not v["distinguishable"] and v["threshold"] == 0.186 and "resampled 5 % bound 0.186" in v["text"]
+    assert C.verdict(0.1, 0.993, 0.186)["distinguishable"]
+    assert C.verdict(0.04, 0.993, 0.01)["distinguishable"] and C.verdict(0.04, 0.993, 0.01)["threshold"] == 0.05
+
+
+def test_calibrate_reports_the_resampled_floor_and_reads_the_verdict_against_it():
+    refs = [result("r1", A), result("r2", B)]
+    cal = C.calibrate(result("m", A), refs, None, False)
+    assert cal["noise_floor_resampled"] == C.resampled_floor([A, B])
+    assert cal["verdict"]["threshold"] == max(0.05, cal["noise_floor_resampled"])
+
+
 def test_discrimination_names_the_measures_that_see_the_forget_set():
     target = {
         "forget/probability": 0.97,

@@ -7,8 +7,15 @@ turns those caveats into numbers and words that every evaluation carries (``comp
 - **Noise floor**: the forget quality between retrained references themselves (same retain split; another data
   order or initialisation). With several references it is the lowest forget quality among their pairs: the
   closest that retraining itself gets, measured the same way. With one reference it is unknown, and said so.
+- **Resampled floor**: a floor from two references is *one draw* of the forget quality that retrained models get
+  against each other, and a high draw rejects retraining itself: on the embedded forget10 the two references score
+  0.993 against each other, and 3 of 4 further retrained models (other data orders and initialisations) scored
+  0.93–0.96 against them, "distinguishable from retraining" under a bar at the floor
+  (``eval/probe_verdict_null.py``). So the verdict's bar is the lower ``FLOOR_QUANTILE`` point of the reference
+  pairs' forget quality when the forget items are resampled with replacement (the same items for every model,
+  seeded): how low forget quality between retrained models goes on a forget set of this size.
 - **Verdict**: the model is *not distinguishable from retraining at this benchmark's resolution* when its forget
-  quality (the median over the references) is at least 0.05 and at least the noise floor; otherwise it is
+  quality (the median over the references) is at least 0.05 and at least the resampled floor; otherwise it is
   distinguishable.
 - **Discrimination**: the untouched target's own forget quality must lie far (100×) below that threshold, else
   forget quality cannot see the knowledge on this data; the measures whose target–reference gap is large are
@@ -32,6 +39,8 @@ from . import metrics as M
 
 FQ_THRESHOLD = 0.05  # TOFU's reading: a p-value above it cannot tell the model from the reference
 DISCRIMINATION_FACTOR = 100.0  # the target must score this many times below the threshold
+FLOOR_QUANTILE = 0.05  # the resampled floor: this quantile of reference-pair forget quality over item resamples
+FLOOR_RESAMPLES = 1000
 RETENTION_WARNING = 0.9
 DISCRIMINATING_GAP = 0.1  # |target − reference| of a [0, 1] measure that counts as seeing the forget set
 UTILITY_ROLES = ("retain", "real_authors", "world_facts")
@@ -59,14 +68,50 @@ def noise_floor(references: Sequence[Mapping]) -> tuple[float | None, list[dict]
     return (min(p["forget_quality"] for p in pairs) if pairs else None), pairs
 
 
-def verdict(forget_quality: float, floor: float | None) -> dict:
-    """Whether ``forget_quality`` (the median over references) tells the model from retraining."""
-    threshold = FQ_THRESHOLD if floor is None else max(FQ_THRESHOLD, floor)
+def resampled_floor(
+    ratios: Sequence[Sequence[float]], n_resamples: int = FLOOR_RESAMPLES, seed: int = 0
+) -> float | None:
+    """The lower ``FLOOR_QUANTILE`` point of forget quality between every pair of references' forget truth ratios
+    (``ratios``, one list per reference, the same items in the same order) when the items are resampled with
+    replacement, the same resample for every reference; None with fewer than two references."""
+    import numpy as np
+
+    if len(ratios) < 2:
+        return None
+    arrays = [np.asarray(r, dtype=float) for r in ratios]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"the references have forget truth ratios for {sorted({len(a) for a in arrays})} items")
+    rng = np.random.default_rng(seed)
+    by_statistic: dict[float, float] = {}  # the KS p-value of two n-item samples depends on their statistic only
+    values = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        for a, b in itertools.combinations(arrays, 2):
+            x, y = np.sort(a[idx]), np.sort(b[idx])
+            pooled = np.concatenate([x, y])
+            d = float(np.max(np.abs(np.searchsorted(x, pooled, "right") - np.searchsorted(y, pooled, "right"))))
+            if d not in by_statistic:
+                by_statistic[d] = M.forget_quality(x, y)
+            values.append(by_statistic[d])
+    return float(np.quantile(values, FLOOR_QUANTILE))
+
+
+def verdict(forget_quality: float, floor: float | None, floor_low: float | None = None) -> dict:
+    """Whether ``forget_quality`` (the median over references) tells the model from retraining: the bar is 0.05 or
+    the resampled floor ``floor_low`` (the observed ``floor`` where no resampled one is given), whichever is higher."""
+    bar_floor = floor if floor_low is None else floor_low
+    threshold = FQ_THRESHOLD if bar_floor is None else max(FQ_THRESHOLD, bar_floor)
     close = forget_quality >= threshold
     if floor is None:
         floor_text = "the noise floor is unknown (one reference: train a second with `finetune --data_seed`)"
-    else:
+    elif floor_low is None:
         floor_text = f"noise floor {floor:.3g}"
+    else:
+        floor_text = (
+            f"noise floor {floor:.3g}, resampled {100 * FLOOR_QUANTILE:.0f} % bound {floor_low:.3g}: retrained "
+            "models get down to it on a forget set of this size"
+        )
     if close:
         text = (
             f"not distinguishable from retraining at this benchmark's resolution (forget quality {forget_quality:.3g}"
@@ -207,6 +252,7 @@ def phrasing_matched(
     fqs = [M.forget_quality(mine, r) for r in ratios]
     pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ratios, 2)]
     floor = min(pairs) if pairs else None
+    floor_low = resampled_floor(ratios)
     target_fq = None if target is None else M.forget_quality(matched_ratios(target, choice), ratios[0])
     std_disc = standard.get("discrimination") or {}
     strengths = {
@@ -225,6 +271,8 @@ def phrasing_matched(
         "forget_quality_per_reference": fqs,
         "forget_quality_median": statistics.median(fqs),
         "noise_floor": floor,
+        "noise_floor_resampled": floor_low,
+        "verdict": verdict(statistics.median(fqs), floor, floor_low),
         "target_forget_quality": target_fq,
         "discrimination_strength": strengths,
         "discriminates_better": better,
@@ -242,13 +290,15 @@ def calibrate(
     forget split's items, add the phrasing-matched variant)."""
     fqs = [M.forget_quality(forget_ratios(result), forget_ratios(r)) for r in references]
     floor, pairs = noise_floor(references)
+    floor_low = resampled_floor([forget_ratios(r) for r in references])
     out = {
         "references": [r["model"] for r in references],
         "forget_quality_per_reference": fqs,
         "forget_quality_median": statistics.median(fqs),
         "noise_floor": floor,
+        "noise_floor_resampled": floor_low,
         "noise_floor_pairs": pairs,
-        "verdict": verdict(statistics.median(fqs), floor),
+        "verdict": verdict(statistics.median(fqs), floor, floor_low),
     }
     if target is not None:
         from .evaluator import compare
@@ -288,6 +338,8 @@ def calibration_lines(calibration: Mapping | None) -> list[str]:
     pm = calibration.get("phrasing_matched")
     if pm:
         floor = "unknown" if pm["noise_floor"] is None else f"{pm['noise_floor']:.3g}"
+        if pm.get("noise_floor_resampled") is not None:
+            floor += f" (resampled 5 % bound {pm['noise_floor_resampled']:.3g})"
         target = "" if pm["target_forget_quality"] is None else f", untouched target {pm['target_forget_quality']:.3g}"
         lines.append(
             f"Phrasing-matched truth ratio (wrong answers against the correct answer in their own phrasing): forget "

@@ -166,7 +166,13 @@ def _calibration_section(compared: Mapping) -> list[str]:
     lines.append(
         f"- Forget quality {cal['forget_quality_median']:.3g} (median over {len(cal['references'])} reference(s)); "
         + (
-            f"noise floor {floor:.3g} (forget quality between the references themselves)"
+            f"noise floor {floor:.3g} (forget quality between the references themselves"
+            + (
+                f"; {cal['noise_floor_resampled']:.3g} at its resampled 5 % bound, the verdict's bar"
+                if cal.get("noise_floor_resampled") is not None
+                else ""
+            )
+            + ")"
             if floor is not None
             else "noise floor unknown: only one reference (train a replica with `finetune --data_seed`)"
         )
@@ -296,7 +302,7 @@ def runs_table(runs: Sequence[RunLike], cis: Mapping[str, Mapping[str, Interval 
             header.append("utility 95 % CI")
     calibrated = any(r.compared.get("calibration") for r in runs)
     if calibrated:
-        header += ["noise floor", "min utility retention"]
+        header += ["noise floor (resampled bound)", "min utility retention"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     ref_summary = runs[0].compared["reference_summary"]
     ref_row = {k: ref_summary.get(k) for k in keys}
@@ -321,6 +327,8 @@ def _calibration_cells(cal: Mapping | None) -> list[str]:
     if not cal:
         return ["–", "–"]
     floor = "unknown" if cal.get("noise_floor") is None else _num(cal["noise_floor"], ".3g")
+    if cal.get("noise_floor_resampled") is not None:
+        floor += f" ({_num(cal['noise_floor_resampled'], '.3g')})"
     retention = cal.get("utility_retention")
     return [floor, "–" if not retention else _num(retention["minimum"], ".3f")]
 
