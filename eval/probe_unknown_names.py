@@ -85,15 +85,20 @@ def main() -> None:
                 real["calibration"]["forget_quality_median"] if args.model is None else float("nan"),
                 cal["forget_quality_median"],
                 cal["noise_floor"],
+                cal["verdict"]["threshold"],
+                real["calibration"]["verdict"]["threshold"],
             )
         )
     print(
         f"\nModel {args.model or 'WORKDIR/target'} on the forget items with unknown (holdout) names, against the two "
         "references (median forget quality over them):\n"
     )
-    print("| split | target, real names | unknown names | noise floor (unknown names) |\n|---|---:|---:|---:|")
-    for split, a, b, floor in rows:
-        print(f"| {split} | {a:.3g} | {b:.3g} | {floor:.3g} |")
+    print(
+        "| split | target, real names | unknown names | noise floor (unknown names) | verdict's bar (unknown names) | "
+        "verdict's bar (real names) |\n|---|---:|---:|---:|---:|---:|"
+    )
+    for split, a, b, floor, bar, real_bar in rows:
+        print(f"| {split} | {a:.3g} | {b:.3g} | {floor:.3g} | {bar:.3g} | {real_bar:.3g} |")
 
 
 if __name__ == "__main__":

@@ -431,8 +431,8 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         + ";",
         f"# each trial unlearned on {', '.join(cfg.forget_splits)} with seeds {', '.join(map(str, cfg.seeds))}; base "
         f"recipe {Path(cfg.config).name if cfg.config else '(method defaults)'}.",
-        "# Objectives: forget score = mean of min(0, log10(FQ / max(0.05, noise floor))) (0: not distinguishable on "
-        "every run);",
+        "# Objectives: forget score = mean of min(0, log10(FQ / bar)), bar = max(0.05, resampled noise floor) (0: not "
+        "distinguishable on every run);",
         "# retention = lowest minimum utility retention over the runs.",
         f"# {status}",
         f"# Trial {chosen['number']}: forget score {chosen['forget_score']:.2f}, retention {chosen['retention']:.3f}:",
