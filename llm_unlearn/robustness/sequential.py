@@ -165,6 +165,8 @@ def step_summary(k: int, request: dict, out: Path, compared: dict) -> dict:
         "references": cal.get("references") or [compared.get("reference")],
         "forget_quality": cal.get("forget_quality_median", compared.get("forget_quality")),
         "noise_floor": cal.get("noise_floor"),
+        "bar": (cal.get("verdict") or {}).get("threshold"),
+        "distinguishable": (cal.get("verdict") or {}).get("distinguishable"),
         "verdict": (cal.get("verdict") or {}).get("text"),
         "model_utility": compared["model_utility"],
         "min_utility_retention": retention.get("minimum"),
@@ -178,15 +180,20 @@ def sequential_markdown(summary: dict) -> str:
     def num(x):
         return "–" if x is None else f"{x:.3g}"
 
+    def verdict(s):
+        d = s.get("distinguishable")
+        return "–" if d is None else ("distinguishable" if d else "not distinguishable")
+
     lines = [
-        "| request | split (new / union items) | forget quality | noise floor | model utility | min retention "
-        "(component) | forget prob. | forget ROUGE-L |",
-        "|---:|---|---:|---:|---:|---|---:|---:|",
+        "| request | split (new / union items) | forget quality | noise floor (verdict's bar) | verdict | "
+        "model utility | min retention (component) | forget prob. | forget ROUGE-L |",
+        "|---:|---|---:|---:|---|---:|---|---:|---:|",
     ]
     for s in summary["steps"]:
         lines.append(
             f"| {s['request']} | {s['forget_split']} ({s['new_items']} / {s['union_items']}) | "
-            f"{num(s['forget_quality'])} | {num(s['noise_floor'])} | {num(s['model_utility'])} | "
+            f"{num(s['forget_quality'])} | {num(s['noise_floor'])} ({num(s.get('bar'))}) | {verdict(s)} | "
+            f"{num(s['model_utility'])} | "
             f"{num(s['min_utility_retention'])} ({s['worst_component'] or '–'}) | {num(s['forget_probability'])} | "
             f"{num(s['forget_rouge_l_recall'])} |"
         )
