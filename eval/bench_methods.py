@@ -36,7 +36,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from llm_unlearn.tune import NOT_RECOMMENDED
+from llm_unlearn.tune import NOT_FORGETTING, NOT_RECOMMENDED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,14 @@ CORE = ("regularized_ft", "hessian", "natural")
 for _path in sorted((ROOT / "configs").glob("tuned_*.yaml")):
     _m = _path.stem[len("tuned_") :]
     # a search with no trial meeting the retention constraint wrote its highest-retention point: said in the row
-    _label = "dev search, none feasible" if NOT_RECOMMENDED in _path.read_text() else "tuned on dev"
+    _text = _path.read_text()
+    _label = (
+        "dev search, none feasible"
+        if NOT_RECOMMENDED in _text
+        else "dev search, none forgets"
+        if NOT_FORGETTING in _text
+        else "tuned on dev"
+    )
     RUNS[f"{_m} ({_label})"] = (_path.name, [])
     if _m == "hessian":
         RUNS["random selection (tuned hessian)"] = (_path.name, ["--selection", "random"])

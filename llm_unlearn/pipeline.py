@@ -49,10 +49,10 @@ def tuned_recipe(method: str) -> Path | None:
     development family, never on the embedded benchmark); ``None`` where there is none (an installed wheel, or a
     method that was not tuned) or where the search found no trial that kept the utility (its header says so: the
     file is the trade-off's highest-retention point, not a recommendation)."""
-    from .tune import NOT_RECOMMENDED
+    from .tune import is_recommended
 
     path = CONFIGS / f"tuned_{method}.yaml"
-    if not path.is_file() or NOT_RECOMMENDED in path.read_text():
+    if not path.is_file() or not is_recommended(path.read_text()):
         return None
     return path
 

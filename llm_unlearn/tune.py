@@ -42,6 +42,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The header line of a recipe whose search found no trial meeting the retention constraint (the demo skips it).
 NOT_RECOMMENDED = "WARNING: no trial met minimum utility retention"
+NOT_FORGETTING = "WARNING: no feasible trial forgets"
+# The chosen feasible trial must come this many orders of magnitude (forget score) closer to the bar than the
+# untouched target, or it is a recipe that keeps the utility by leaving the model alone.
+MIN_FORGET_GAIN = 1.0
+
+
+def is_recommended(recipe_text: str) -> bool:
+    """Whether a recipe file written by ``tune`` is a recommendation (its header carries neither warning)."""
+    return NOT_RECOMMENDED not in recipe_text and NOT_FORGETTING not in recipe_text
+
+
+def target_forget_score(chosen: dict, bench: dict) -> float | None:
+    """The forget score the untouched target itself gets on the chosen trial's runs (its forget quality on each
+    run's split against the same bar); None where the benchmark does not record it."""
+    scores = []
+    for r in chosen["runs"]:
+        fq = (bench.get("splits", {}).get(r["split"]) or {}).get("target_forget_quality_median")
+        if fq is None or r.get("diverged"):
+            return None
+        scores.append(forget_score(fq, _bar(r)))
+    return sum(scores) / len(scores) if scores else None
+
 
 # name: (kind, low, high, log) for floats/ints; (kind, choices) for categoricals. Every method also searches COMMON.
 COMMON = {
@@ -233,6 +255,7 @@ def build_development_benchmark(cfg: TuneConfig) -> dict:
             "references": [str(p) for p in reference_folders(work, split)],
             "noise_floor": cal["noise_floor"],
             "target_forget_quality": compared["forget_quality"],
+            "target_forget_quality_median": cal["forget_quality_median"],
             "informative": bool(cal["discrimination"] and cal["discrimination"]["informative"]),
         }
         if not splits[split]["informative"]:
@@ -406,10 +429,17 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
     for k, v in recipe.items():
         if isinstance(v, float):
             recipe[k] = float(f"{v:.4g}")
+    untouched = target_forget_score(chosen, bench) if ok else None
     if not ok:
         status = (
             f"{NOT_RECOMMENDED} ≥ {cfg.min_retention}; this is the trial with the "
             "highest retention, not a recommended recipe."
+        )
+    elif untouched is not None and chosen["forget_score"] < untouched + MIN_FORGET_GAIN:
+        status = (
+            f"{NOT_FORGETTING}: the best feasible trial's forget score {chosen['forget_score']:.2f} is within "
+            f"{MIN_FORGET_GAIN:g} of the untouched target's {untouched:.2f}; it keeps the utility by barely "
+            "changing the model, not a recommended recipe."
         )
     else:
         status = (

@@ -150,3 +150,16 @@ def test_the_demo_unlearns_with_the_tuned_recipe_where_the_checkout_has_one(tmp_
     assert tuned_recipe("grad_diff") is None
     with pytest.raises(ValueError, match="'tuned' or 'embedded'"):
         unlearn_embedded(tmp_path, "regularized_ft", "forget10", 0, recipe="best")
+
+
+def test_a_feasible_trial_that_does_not_forget_is_not_recommended():
+    from llm_unlearn.tune import NOT_FORGETTING, NOT_RECOMMENDED, is_recommended, target_forget_score
+
+    bench = {"splits": {"forget05": {"target_forget_quality_median": 1e-9}}}
+    # the untouched target scores log10(1e-9 / 0.186) = -8.27 on a run whose bar is 0.186
+    chosen = {"runs": [{"split": "forget05", "bar": 0.186}], "forget_score": -8.0}
+    assert target_forget_score(chosen, bench) == pytest.approx(math.log10(1e-9 / 0.186))
+    assert target_forget_score(chosen, {"splits": {}}) is None  # a benchmark written before the field: unknown
+    assert is_recommended("# chosen: the trial with the highest forget score\nmethod: npo\n")
+    assert not is_recommended(f"# {NOT_RECOMMENDED} ≥ 0.95\nmethod: npo\n")
+    assert not is_recommended(f"# {NOT_FORGETTING}: ...\nmethod: npo\n")
