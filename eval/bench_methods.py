@@ -62,9 +62,9 @@ for _path in sorted((ROOT / "configs").glob("tuned_*.yaml")):
     # a search with no trial meeting the retention constraint wrote its highest-retention point: said in the row
     _text = _path.read_text()
     _label = (
-        "dev search, none feasible"
+        "dev search: none feasible"
         if NOT_RECOMMENDED in _text
-        else "dev search, none forgets"
+        else "dev search: none forgets"
         if NOT_FORGETTING in _text
         else "tuned on dev"
     )
@@ -322,6 +322,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir)
     names = [m.strip() for m in args.methods.split(",")] if args.methods else list(RUNS)
+    unknown = [m for m in names if m not in RUNS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(map(repr, unknown))}; the rows are: {', '.join(RUNS)}")
     seeds = [0] if args.quick else [int(x) for x in args.seeds.split(",")]
     splits = ["forget10"] if args.quick else [x.strip() for x in args.forget_splits.split(",")]
     results = run_grid(names, splits, seeds, work)
