@@ -47,8 +47,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def tuned_recipe(method: str) -> Path | None:
     """``configs/tuned_<method>.yaml`` of this checkout, the recommended recipe for ``method`` (chosen on the
     development family, never on the embedded benchmark); ``None`` where there is none (an installed wheel, or a
-    method that was not tuned) or where the search found no trial that kept the utility (its header says so: the
-    file is the trade-off's highest-retention point, not a recommendation)."""
+    method that was not tuned) or where the search found no trial that kept the utility, or none that kept it and
+    forgot (its header says so, see :func:`.tune.is_recommended`: the file is then not a recommendation)."""
     from .tune import is_recommended
 
     path = CONFIGS / f"tuned_{method}.yaml"
