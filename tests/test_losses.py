@@ -197,6 +197,34 @@ def test_kl_uniform_averages_tokens_then_sequences():
     assert L.kl_uniform_loss(logits_for(probs), labels).item() == pytest.approx((k1 + k1 / 2) / 2, abs=1e-6)
 
 
+def test_forget_gate_stops_items_whose_loss_reached_their_level_and_passes_no_gradient():
+    nll = torch.tensor([0.1, 2.0, 1.5], requires_grad=True)
+    gate = L.forget_gate(nll, torch.tensor([1.0, 1.0, 1.5]))  # one level per item; reaching it stops the item
+    assert gate.tolist() == [1.0, 0.0, 0.0] and not gate.requires_grad
+    assert L.forget_gate(nll, 3.0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_gated_mean_divides_by_the_whole_batch_and_stopped_items_get_no_gradient():
+    per = torch.tensor([1.0, 3.0, 5.0, 7.0], requires_grad=True)
+    gate = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    got = L.gated_mean(per, gate)
+    assert got.item() == pytest.approx((1.0 + 5.0) / 4)
+    got.backward()
+    assert per.grad.tolist() == [0.25, 0.0, 0.25, 0.0]
+    # two half batches average to the whole batch (gradient accumulation gives the large-batch update)
+    halves = (L.gated_mean(per[:2], gate[:2]) + L.gated_mean(per[2:], gate[2:])) / 2
+    assert halves.item() == pytest.approx(got.item())
+
+
+def test_sequence_kl_uniform_is_the_per_sequence_form_of_the_loss():
+    labels = torch.tensor([[IGN, IGN, 0], [IGN, 0, 0]])
+    probs = [[[0.5, 0.5], [0.8, 0.2], [0.5, 0.5]], [[0.5, 0.5], [0.8, 0.2], [0.5, 0.5]]]
+    per = L.sequence_kl_uniform(logits_for(probs), labels)
+    k1 = -math.log(2) - 0.5 * (math.log(0.8) + math.log(0.2))
+    assert per.tolist() == pytest.approx([k1, k1 / 2], abs=1e-6)
+    assert L.kl_uniform_loss(logits_for(probs), labels).item() == pytest.approx(per.mean().item(), abs=1e-7)
+
+
 def test_answer_kl_hand_value_identity_and_prompt_masking():
     labels = torch.tensor([[IGN, IGN, 1, 1], [IGN, 3, 3, IGN]])
     gen = torch.Generator().manual_seed(0)

@@ -102,6 +102,14 @@ CASES = [
         "regularized_ft",
         {R: 1.0, F: 0.3},
     ),
+    # Bounded: an item is pushed only while its true answer's loss is below the untouched model's loss on a wrong
+    # answer to the same question.
+    Case(
+        "regularized_ft-bounded",
+        ("--method", "regularized_ft", "--forget_regularizer", "kl_uniform", "--forget_bound", "wrong_answer"),
+        "regularized_ft",
+        {R: 1.0, F: 0.3},
+    ),
     # Plain fine-tuning on retain (alpha_reg = 0): the naive baseline, not meant to forget, so exempt from the
     # forget-loss check (and it logs no forget term).
     Case(
@@ -680,6 +688,12 @@ def test_method_aliases_and_registry():
         (["--method", "regularized_ft", "--wrong_answer_source", "x"], "--wrong_answer_source"),
         (["--method", "regularized_ft", "--retention_mask_ratio", "1"], "--retention_mask_ratio"),
         (["--method", "regularized_ft", "--alpha_reg_schedule", "step"], "--alpha_reg_schedule"),
+        (["--method", "regularized_ft", "--forget_bound", "prob"], "--forget_bound"),
+        (
+            ["--method", "regularized_ft", "--forget_regularizer", "none", "--forget_bound", "wrong_answer"],
+            "--forget_bound",
+        ),
+        (["--method", "regularized_ft", "--forget_bound_margin", "nan"], "--forget_bound_margin"),
         (["--method", "grad_diff", "--param_ratio", "2"], "--param_ratio"),
         (["--method", "grad_diff", "--selection", "fisher"], "--selection"),
         (["--method", "grad_diff", "--retain_loss_type", "mse"], "--retain_loss_type"),
@@ -702,6 +716,29 @@ def test_alpha_reg_schedules_decay_from_one_to_zero_over_the_run():
     assert [alpha_factor("linear_decay", t, 10) for t in (0, 5, 10)] == [1.0, 0.5, 0.0]
     assert [round(alpha_factor("cosine_decay", t, 10), 6) for t in (0, 5, 10)] == [1.0, 0.5, 0.0]
     assert alpha_factor("linear_decay", 3, 0) == 1.0  # the step count is not known yet: full weight
+
+
+@pytest.mark.parametrize("regularizer", ["kl_uniform", "wrong_answer"])
+def test_a_bound_that_stops_every_item_is_plain_fine_tuning(regularizer, unlearned, base, small_bench, tmp_path):
+    # a level 100 nats per token below any wrong answer's loss: no item is ever pushed, so the run is the plain
+    # fine-tuning run (same batches, zero regularizer gradient), and it logs that no item was active
+    flags = ("--method", "regularized_ft", "--forget_regularizer", regularizer, "--forget_bound", "wrong_answer")
+    flags += ("--forget_bound_margin", "-100")
+    out = unlearn(base, small_bench, tmp_path / "stopped", *flags)
+    plain = unlearned(next(c for c in CASES if c.id == "regularized_ft-none"))
+    got, want = load_file(out / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert all(torch.allclose(got[n], want[n], atol=1e-7) for n in want)
+    logs = step_logs(json.loads((out / RECORD).read_text()))
+    assert [h["forget_active"] for h in logs] == [0.0] * 4 and all(h["forget_loss"] == 0.0 for h in logs)
+
+
+def test_bounded_regularizer_logs_the_share_of_items_still_pushed(unlearned):
+    logs = step_logs(
+        json.loads((unlearned(next(c for c in CASES if c.id == "regularized_ft-bounded")) / RECORD).read_text())
+    )
+    # the base has memorised its forget answers (loss ~0.6) far below a wrong answer's loss: all are pushed at first
+    assert logs[0]["forget_active"] == 1.0 and all(0.0 <= h["forget_active"] <= 1.0 for h in logs)
+    assert all(h["forget_bound_level"] > 1.0 for h in logs)
 
 
 def test_alpha_reg_zero_is_allowed_without_a_regularizer():

@@ -72,15 +72,33 @@ def dpo_loss(
     return -F.logsigmoid(beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))).mean()
 
 
-def kl_uniform_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(U ‖ p_θ) on the answer positions, per sequence averaged over its answer tokens, then over sequences:
-    ``KL_t = −log V − (1/V) Σ_v log p_θ(v | x, y_<t)``; zero exactly when the next-token distribution is uniform.
-    (The "KL-FT" regularizer of Ding et al., arXiv 2410.03833; the paper leaves the target open, see METHODS.md.)"""
+def sequence_kl_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sequence KL(U ‖ p_θ) averaged over the answer tokens ``[B]``:
+    ``KL_t = −log V − (1/V) Σ_v log p_θ(v | x, y_<t)``; zero exactly when the next-token distribution is uniform."""
     logits, _, mask = _shift(logits, labels)
     logp = torch.log_softmax(logits, dim=-1)
     vocab = logits.shape[-1]
     kl = -math.log(vocab) - logp.mean(-1)
-    return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    return (kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def kl_uniform_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(U ‖ p_θ) on the answer positions, per sequence averaged over its answer tokens, then over sequences
+    (:func:`sequence_kl_uniform`). (The "KL-FT" regularizer of Ding et al., arXiv 2410.03833; the paper leaves the
+    target open, see METHODS.md.)"""
+    return sequence_kl_uniform(logits, labels).mean()
+
+
+def forget_gate(true_nll: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
+    """Which forget items a bounded regularizer still pushes ``[B]`` (1.0 or 0.0, no gradient): those whose true
+    answer's mean answer-token loss ``nll_i`` is still below ``level`` (a number, or one level per item)."""
+    return (true_nll.detach() < level).to(true_nll.dtype)
+
+
+def gated_mean(per_sequence: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``(1/B) Σ_i gate_i · loss_i``: the batch mean with the stopped items contributing zero (divided by the whole
+    batch, so that accumulation and data parallelism still give the large-batch update)."""
+    return (per_sequence * gate).sum() / per_sequence.shape[0]
 
 
 def answer_kl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
