@@ -106,6 +106,10 @@ def test_discrimination_names_the_measures_that_see_the_forget_set():
     assert "membership" not in blind["text"]  # a gap of 0.05 in AUC does not count
     assert C.discrimination(1e-12, 0.6, target, ref)["informative"]  # far below min(0.05, floor) / 100
     assert not C.discrimination(1e-3, 0.6, target, ref)["informative"]  # the bar is 0.05 / 100 with a floor of 0.6
+    # retrained models get down to 1e-6 on resampled items: the target must be far below that, not below 0.05
+    assert C.discrimination(1e-4, 0.6, target, ref)["informative"]
+    low = C.discrimination(1e-4, 0.6, target, ref, floor_low=1e-6)
+    assert not low["informative"] and "not far below 1e-06" in low["text"]
 
 
 def test_utility_retention_shows_the_collapse_a_harmonic_mean_hides():

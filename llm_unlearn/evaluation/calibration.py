@@ -122,9 +122,16 @@ def verdict(forget_quality: float, floor: float | None, floor_low: float | None 
     return {"distinguishable": not close, "threshold": threshold, "text": text}
 
 
-def discrimination(target_fq: float, floor: float | None, target_summary: Mapping, ref_summary: Mapping) -> dict:
-    """Whether forget quality can see the forget set on this data: the target must score far below the threshold."""
-    threshold = FQ_THRESHOLD if floor is None else min(FQ_THRESHOLD, floor)
+def discrimination(
+    target_fq: float,
+    floor: float | None,
+    target_summary: Mapping,
+    ref_summary: Mapping,
+    floor_low: float | None = None,
+) -> dict:
+    """Whether forget quality can see the forget set on this data: the target must score far below the threshold,
+    the lowest of 0.05, the noise floor and its resampled bound (as low as retrained models themselves get)."""
+    threshold = min([FQ_THRESHOLD, *(f for f in (floor, floor_low) if f is not None)])
     informative = target_fq <= threshold / DISCRIMINATION_FACTOR
     measures = []
     for key, label in DISCRIMINATING_MEASURES:
@@ -305,7 +312,9 @@ def calibrate(
 
         against = compare(target, references[0])  # the target's headline numbers next to the reference's
         target_fq = against["forget_quality"]
-        out["discrimination"] = discrimination(target_fq, floor, against["summary"], against["reference_summary"])
+        out["discrimination"] = discrimination(
+            target_fq, floor, against["summary"], against["reference_summary"], floor_low
+        )
         out["target"] = target["model"]
         out["target_is_model"] = target_is_model
         out["utility_retention"] = None if target_is_model else utility_retention(result, target)
