@@ -40,8 +40,9 @@ def _pop_flag(argv: list[str], name: str) -> str | None:
     return None
 
 
-def parse_args(argv: list[str] | None = None):
-    """Parse a recipe and flags into the method's config; returns ``(config, trainer_class)``."""
+def parse_args(argv: list[str] | None = None, recipe_exclude: tuple[str, ...] = ()):
+    """Parse a recipe and flags into the method's config; returns ``(config, trainer_class)``. ``recipe_exclude``:
+    recipe keys to ignore (the sequential runner has already read them)."""
     from transformers import HfArgumentParser
 
     from .validation import check_recipe_types, load_yaml_recipe
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None):
     config_path = _pop_flag(argv, "--config")
     if config_path:
         recipe = load_yaml_recipe(config_path)
+    recipe = {k: v for k, v in recipe.items() if k not in recipe_exclude}
     recipe_method, recipe_base = recipe.pop("method", None), recipe.pop("base_method", None)
     method = _pop_flag(argv, "--method") or recipe_method or DEFAULT_METHOD
     base_method = _pop_flag(argv, "--base_method") or recipe_base
@@ -581,6 +583,29 @@ def publish(cfg, out: Path) -> str | None:
     return url
 
 
+# What the sequential runner reads from the command line itself; a recipe (--config) may set them too.
+SEQUENTIAL_KEYS = ("forget_split", "eval_reference", "output_dir", "model_name_or_path", "data", "push_to_hub")
+
+
+def _with_recipe_requests(argv: list[str]) -> list[str]:
+    """``argv`` with the sequential runner's settings lifted from the ``--config`` recipe, when the recipe names
+    several forget splits (``forget_split: forget01,forget05``) and the command line does not override it: a chain
+    of requests written in a YAML runs as the same chain given with flags. Other argv are returned unchanged."""
+    config = _pop_flag(list(argv), "--config")
+    if not config or _pop_flag(list(argv), "--forget_split") is not None:
+        return argv
+    from .validation import load_yaml_recipe
+
+    recipe = load_yaml_recipe(config)
+    if "," not in str(recipe.get("forget_split") or ""):
+        return argv
+    argv = list(argv)
+    for key in SEQUENTIAL_KEYS:
+        if key in recipe and recipe[key] is not None and _pop_flag(list(argv), f"--{key}") is None:
+            argv += [f"--{key}", str(recipe[key])]
+    return argv
+
+
 def _is_sequential(argv: list[str]) -> bool:
     """Whether ``--forget_split`` names several splits (sequential requests: see robustness.sequential)."""
     value = _pop_flag(list(argv), "--forget_split")
@@ -593,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = _with_recipe_requests(argv)
         if _is_sequential(argv):  # --forget_split forget01,forget05,...: requests one after another
             from .robustness.sequential import run_sequential
 

@@ -67,6 +67,27 @@ def test_requests_are_unlearned_one_after_another_and_evaluated_on_the_union(set
     assert (step2 / "model.safetensors").stat().st_mtime_ns == stamp, "finished requests are reused"
 
 
+def test_a_recipe_yaml_can_name_the_chain_of_requests(setting, tmp_path):
+    import yaml
+
+    data, target, ref95, ref90, root = setting
+    out = tmp_path / "from_yaml"
+    recipe = {"method": "grad_ascent", "max_steps": 2, "per_device_train_batch_size": 4, "disable_tqdm": True}
+    recipe.update(
+        model_name_or_path=str(target),
+        data=str(data),
+        output_dir=str(out),
+        forget_split="forget05,forget10",
+        eval_reference=f"{ref95},{ref90}",
+    )
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["--config", str(path)]) == 0
+    summary = json.loads((out / "sequential.json").read_text())
+    assert [s["forget_split"] for s in summary["steps"]] == ["forget05", "forget10"]
+    assert json.loads((out / "step2_forget10" / RECORD).read_text())["base_model"] == str(out / "step1_forget05")
+
+
 def test_bad_request_lists_fail_before_any_training(setting, capsys):
     data, target, ref95, ref90, root = setting
     out = root / "bad"

@@ -109,7 +109,7 @@ def run_sequential(argv: list[str]) -> dict:
     from ..evaluation.evaluator import EvalConfig
     from ..evaluation.run import run_eval
     from ..runs import atomic_write_json, atomic_write_text
-    from ..unlearn import check_inputs, parse_args, run
+    from ..unlearn import SEQUENTIAL_KEYS, check_inputs, parse_args, run
 
     argv = list(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -134,11 +134,11 @@ def run_sequential(argv: list[str]) -> dict:
             ["--data", str(request["data"]), "--forget_split", request["split"], "--output_dir", str(request["out"])]
         )
         step_model = model if k == 1 else str(plan[k - 2]["out"])
-        check_inputs(*parse_args([*argv, "--model_name_or_path", step_model, *configs[-1]]))
+        check_inputs(*parse_args([*argv, "--model_name_or_path", step_model, *configs[-1]], SEQUENTIAL_KEYS))
     steps, previous = [], model
     for k, (request, flags) in enumerate(zip(plan, configs), 1):
         write_request_data(data, request["data"], request)
-        cfg, trainer_cls = parse_args([*argv, "--model_name_or_path", previous, *flags])
+        cfg, trainer_cls = parse_args([*argv, "--model_name_or_path", previous, *flags], SEQUENTIAL_KEYS)
         print(f"[request {k}/{len(plan)}] {request['split']}: {len(request['new_rows'])} new items", flush=True)
         out = run(cfg, trainer_cls)
         compared = run_eval(
