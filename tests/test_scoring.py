@@ -46,6 +46,24 @@ def test_generation_batched_equals_one_at_a_time(tiny_model, tiny_tokenizer):
     assert batched == single
 
 
+def test_generation_stops_at_the_end_of_the_context_and_says_so(tiny_model, tiny_tokenizer, caplog, monkeypatch):
+    from llm_unlearn.evaluation.scoring import generate_from_ids
+
+    context = tiny_model.config.max_position_embeddings
+    prompt = QAFormatter(tiny_tokenizer).prompt_ids("Where was Kalo Mir born?")
+    filler = tiny_tokenizer.eos_token_id + 1
+    long = [filler] * (context - len(prompt) - 3) + list(prompt)  # 3 positions left
+    budgets = []
+    generate = tiny_model.generate
+    monkeypatch.setattr(tiny_model, "generate", lambda **kw: budgets.append(kw["max_new_tokens"]) or generate(**kw))
+    with caplog.at_level("WARNING"):
+        generate_from_ids(tiny_model, tiny_tokenizer, [long, list(prompt)], max_new_tokens=50, batch_size=1)
+    assert sorted(budgets) == [3, 50]  # the long prompt gets what the context has left, the short one its budget
+    assert "1 of 2 prompts" in caplog.text and "leave less than max_new_tokens=50" in caplog.text
+    with pytest.raises(ValueError, match="fills the model's context"):
+        generate_from_ids(tiny_model, tiny_tokenizer, [[filler] * context], max_new_tokens=5)
+
+
 def test_generation_is_cut_at_blank_line():
     assert truncate_generation(" Torport.\n\nQuestion: next") == "Torport."
     assert truncate_generation("one\ntwo") == "one\ntwo"

@@ -507,8 +507,30 @@ def generate_from_ids(
 ) -> list[str]:
     """Greedy continuations of tokenized prompts, batched with left padding and the KV cache. Each stops at a
     :func:`stop_token_ids` token and at the string ``stop`` (a blank line for one-paragraph answers, a newline for
-    one-line answers; ``None``: only the stop tokens), which is cut off with what follows."""
+    one-line answers; ``None``: only the stop tokens), which is cut off with what follows.
+
+    A batch whose longest prompt leaves fewer than ``max_new_tokens`` positions in the model's context
+    (``max_position_embeddings``) generates only up to the context's end, with a warning (past it, positions the
+    model never trained on give text that means nothing); a prompt that fills the context is an error."""
     tok = tokenizer
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    longest = max((len(p) for p in prompts), default=0)
+    if context is not None and longest >= context:
+        raise ValueError(
+            f"a prompt of {longest} tokens fills the model's context of {context} positions: nothing can be generated "
+            "(use fewer or shorter few-shot examples, or a model with a longer context)"
+        )
+    if context is not None and longest + max_new_tokens > context:
+        n_long = sum(len(p) + max_new_tokens > context for p in prompts)
+        logger.warning(
+            "%d of %d prompts (up to %d tokens) leave less than max_new_tokens=%d positions in the model's context of "
+            "%d: their answers are generated only up to the context's end",
+            n_long,
+            len(prompts),
+            longest,
+            max_new_tokens,
+            context,
+        )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     device = model_device(model)
     out: list[str] = [""] * len(prompts)
@@ -523,10 +545,11 @@ def generate_from_ids(
             p = prompts[i]
             ids[row, width - len(p) :] = torch.tensor(p)
             attn[row, width - len(p) :] = 1
+        budget = max_new_tokens if context is None else min(max_new_tokens, context - width)
         gen = model.generate(
             input_ids=ids.to(device),
             attention_mask=attn.to(device),
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=budget,
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=eos,
