@@ -9,8 +9,9 @@ retrained reference and its data-order replica), then runs each method from ``co
 evaluates it against the two references and prints:
 
 1. split | method | forget quality (mean and 95 % Student-t interval over seeds) | noise floor (and the verdict's
-   bar: 0.05 or the resampled floor) | seeds not distinguishable from retraining | model utility | minimum utility
-   retention | PrivLeak;
+   bar: 0.05 or the resampled floor) | seeds not distinguishable from retraining | seeds whose forget answers' own
+   probability is not distinguishable either (in brackets: distinguishable as over-unlearned) | model utility |
+   minimum utility retention | PrivLeak;
 2. the claims the README states, with pass/fail as measured: C1 (regularized vs plain fine-tuning), C2 (Hessian
    vs random selection vs all parameters, forget NLL over the first 10 steps) and C3 (natural vs relabel over a
    learning-rate grid on forget10, seed 0);
@@ -24,7 +25,9 @@ evaluates it against the two references and prints:
 The ``embedded_<method>.yaml`` recipes share one hand-set budget. The ``(tuned on dev)`` rows run the recipes that
 ``llm-unlearn tune`` chose on the development family (``configs/tuned_<method>.yaml``: fictitious inventors, another
 generator), never on this benchmark; claim D counts how many of their runs meet the goal of issue 9 (not
-distinguishable from retraining, every utility component ≥ 95 % of the target's).
+distinguishable from retraining, every utility component ≥ 95 % of the target's); claim D (strict) also asks the
+second opinion of every evaluation: the same KS test on the forget answers' own loss, which a model that makes all
+answers to a forget question equally unlikely fails while its truth ratios pass.
 """
 
 from __future__ import annotations
@@ -193,15 +196,15 @@ def run_grid(names, splits, seeds, work: Path) -> dict:
 def print_tables(results: dict) -> None:
     print(
         "\n| split | method | forget quality (median over references) | noise floor (verdict's bar) | "
-        "not distinguishable | "
-        "model utility | min retention | PrivLeak % |\n|---|---|---:|---:|---:|---:|---:|---:|"
+        "not distinguishable | answers' probability: not distinguishable (over-unlearned) | "
+        "model utility | min retention | PrivLeak % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     for split, res in results.items():
         t = res["target"]
         floor = f"{t['calibration']['noise_floor']:.3g} ({t['calibration']['verdict']['threshold']:.3g})"
         print(
             f"| {split} | target (before unlearning) | {t['calibration']['forget_quality_median']:.3g} | "
-            f"{floor} | – | "
+            f"{floor} | – | – | "
             f"{t['model_utility']:.3f} | 1 | {t['summary'].get('privleak', float('nan')):+.1f} |"
         )
         for name, runs in res["runs"].items():
@@ -209,10 +212,21 @@ def print_tables(results: dict) -> None:
             close = sum(not cal["verdict"]["distinguishable"] for cal in cals)
             print(
                 f"| {split} | {name} | {_fmt([cal['forget_quality_median'] for cal in cals], clip=(0, 1))} | "
-                f"{floor} | {close}/{len(runs)} | {_fmt([c['model_utility'] for c, _ in runs], '.3f')} | "
+                f"{floor} | {close}/{len(runs)} | {_answers(cals)} | "
+                f"{_fmt([c['model_utility'] for c, _ in runs], '.3f')} | "
                 f"{_fmt([cal['utility_retention']['minimum'] for cal in cals], '.3f')} | "
                 f"{_fmt([c['summary'].get('privleak', float('nan')) for c, _ in runs], '+.1f')} |"
             )
+
+
+def _answers(cals) -> str:
+    """Runs whose forget answers' own probability is not distinguishable from retraining (and how many are
+    distinguishable because they made the answers less likely than retraining does)."""
+    aps = [cal.get("answer_probability") for cal in cals]
+    if any(ap is None for ap in aps):
+        return "–"
+    close = sum(not ap["distinguishable"] for ap in aps)
+    return f"{close}/{len(aps)} ({sum(ap['over_unlearned'] for ap in aps)})"
 
 
 def _mean(runs, key) -> float:
@@ -267,6 +281,10 @@ def claims(results: dict, grid: dict | None) -> list[tuple[str, str, bool | None
         close = [not c["calibration"]["verdict"]["distinguishable"] for _, c in runs]
         kept = [c["calibration"]["utility_retention"]["minimum"] >= RETENTION_GOAL for _, c in runs]
         both = sum(a and b for a, b in zip(close, kept))
+        aps = [c["calibration"].get("answer_probability") for _, c in runs]
+        answers = [ap is not None and not ap["distinguishable"] for ap in aps]
+        over = sum(ap is not None and ap["over_unlearned"] for ap in aps)
+        strict = sum(a and b and x for a, b, x in zip(close, kept, answers))
         out.append(
             (
                 "D",
@@ -275,6 +293,17 @@ def claims(results: dict, grid: dict | None) -> list[tuple[str, str, bool | None
                 both == len(runs),
                 f"{both}/{len(runs)} runs meet both; not distinguishable {sum(close)}/{len(runs)}, every component "
                 f"≥ 95 % {sum(kept)}/{len(runs)}",
+            )
+        )
+        out.append(
+            (
+                "D (strict)",
+                f"{name}: as D, and the forget answers' own probability not distinguishable from retraining either "
+                "(the same KS test on per-item answer loss)",
+                strict == len(runs),
+                f"{strict}/{len(runs)} runs meet all three; answers' probability not distinguishable "
+                f"{sum(answers)}/{len(runs)}, over-unlearned (answers less likely than under retraining) "
+                f"{over}/{len(runs)}",
             )
         )
     if grid:

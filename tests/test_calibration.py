@@ -199,3 +199,33 @@ def test_phrasing_matched_truth_ratio_compares_wrong_answers_with_the_correct_an
         )
     )
     assert pm["discriminates_better"].startswith("unknown")  # no standard discrimination to compare with
+
+
+def with_losses(res, losses):
+    for it, loss in zip(res["splits"]["forget"]["items"], losses):
+        it["answer_loss"] = loss
+    return res
+
+
+def test_answer_probability_catches_a_model_whose_truth_ratios_pass_but_whose_answers_vanished():
+    import math
+
+    n = 40
+    ratios = [(i + 0.5) / n for i in range(n)]
+    ref_losses = [1.0 + 0.02 * i for i in range(n)]  # probabilities around 0.5 to 0.22
+    refs = [with_losses(result("r1", ratios), ref_losses), with_losses(result("r2", ratios), ref_losses[::-1])]
+    flat = with_losses(result("flat", ratios), [x + 4.0 for x in ref_losses])  # same ratios, answers ~e^-4 as likely
+    cal = C.calibrate(flat, refs, None, False)
+    assert not cal["verdict"]["distinguishable"]  # the truth ratios are the references' own
+    ap = cal["answer_probability"]
+    assert ap["distinguishable"] and ap["over_unlearned"] and ap["p_median"] < 1e-10
+    assert ap["noise_floor"] == pytest.approx(1.0)  # the references' losses are the same values
+    assert ap["median_probability"] == pytest.approx(math.exp(-(1.39 + 4.0)), rel=0.02)
+    assert "LESS likely" in ap["text"] and "over-unlearned" in ap["text"]
+    assert any(line.startswith("Second opinion, the forget answers") for line in C.calibration_lines(cal))
+    kept = with_losses(result("kept", ratios), [0.01] * n)  # the untouched target: more likely than retraining
+    ap = C.calibrate(kept, refs, None, False)["answer_probability"]
+    assert ap["distinguishable"] and not ap["over_unlearned"] and "MORE likely" in ap["text"]
+    like = C.calibrate(with_losses(result("like", ratios), ref_losses), refs, None, False)["answer_probability"]
+    assert not like["distinguishable"] and "not distinguishable from retraining by this test" in like["text"]
+    assert C.calibrate(result("no_losses", ratios), refs, None, False)["answer_probability"] is None

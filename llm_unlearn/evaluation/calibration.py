@@ -59,6 +59,61 @@ def forget_ratios(result: Mapping) -> list[float]:
     return [it["truth_ratio"] for it in result["splits"]["forget"]["items"]]
 
 
+def forget_losses(result: Mapping) -> list[float] | None:
+    """Each forget item's average answer-token loss (its probability is ``exp(−loss)``); None where not recorded."""
+    items = result["splits"]["forget"]["items"]
+    if not items or any("answer_loss" not in it for it in items):
+        return None
+    return [it["answer_loss"] for it in items]
+
+
+def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict | None:
+    """The second opinion beside forget quality: the same two-sample KS test, on each forget item's own answer loss
+    instead of its truth ratio, against every reference, with the same floor and bar. The truth ratio compares
+    wrong answers with a paraphrase: a model that makes every answer to a forget question equally unlikely (a
+    regularizer toward the uniform distribution does) keeps truth ratios like the retrained model's while the
+    correct answers have become far less likely than under retraining. That model is not like retraining either
+    (it is over-unlearned, which a membership test can see); this check says so. None where losses are not recorded."""
+    losses = forget_losses(result)
+    ref_losses = [forget_losses(r) for r in references]
+    if losses is None or any(r is None for r in ref_losses):
+        return None
+    per = [M.forget_quality(losses, r) for r in ref_losses]
+    pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ref_losses, 2)]
+    floor = min(pairs) if pairs else None
+    floor_low = resampled_floor(ref_losses)
+    judged = verdict(statistics.median(per), floor, floor_low)
+    prob = statistics.median(math.exp(-x) for x in losses)
+    ref_prob = statistics.median(math.exp(-x) for r in ref_losses for x in r)
+    if not judged["distinguishable"]:
+        reading = "not distinguishable from retraining by this test"
+    elif prob < ref_prob:
+        reading = (
+            "distinguishable: the model finds the forget answers LESS likely than the retrained model does "
+            "(over-unlearned; a membership test can tell)"
+        )
+    else:
+        reading = "distinguishable: the model finds the forget answers MORE likely than the retrained model does"
+    text = (
+        f"forget answers' own probability (the KS test of forget quality on per-item answer loss): p = "
+        f"{statistics.median(per):.3g} against the bar {judged['threshold']:.3g}"
+        + ("" if floor is None else f" (floor {floor:.3g})")
+        + f", median probability {prob:.3g} vs {ref_prob:.3g} under retraining: {reading}"
+    )
+    return {
+        "p_per_reference": per,
+        "p_median": statistics.median(per),
+        "noise_floor": floor,
+        "noise_floor_resampled": floor_low,
+        "threshold": judged["threshold"],
+        "distinguishable": judged["distinguishable"],
+        "over_unlearned": judged["distinguishable"] and prob < ref_prob,
+        "median_probability": prob,
+        "reference_median_probability": ref_prob,
+        "text": text,
+    }
+
+
 def noise_floor(references: Sequence[Mapping]) -> tuple[float | None, list[dict]]:
     """(floor, pairs): forget quality between every pair of references, the lowest of them; None with one."""
     pairs = [
@@ -306,6 +361,7 @@ def calibrate(
         "noise_floor_resampled": floor_low,
         "noise_floor_pairs": pairs,
         "verdict": verdict(statistics.median(fqs), floor, floor_low),
+        "answer_probability": answer_probability(result, references),
     }
     if target is not None:
         from .evaluator import compare
@@ -331,6 +387,9 @@ def calibration_lines(calibration: Mapping | None) -> list[str]:
     if not calibration:
         return []
     lines = [f"Verdict: {calibration['verdict']['text']}."]
+    ap = calibration.get("answer_probability")
+    if ap:
+        lines.append(f"Second opinion, the {ap['text']}.")
     if len(calibration["references"]) > 1:
         per = ", ".join(f"{q:.3g}" for q in calibration["forget_quality_per_reference"])
         lines.append(f"Forget quality against each of the {len(calibration['references'])} references: {per}.")

@@ -72,6 +72,9 @@ def plain_reading(compared: Mapping, cis: Mapping[str, Mapping[str, Interval | N
         parts.append(f"Forget quality is {fq:.2g}: the model is {cal['verdict']['text']}.")
         if cal.get("discrimination") and not cal["discrimination"]["informative"]:
             parts.append(f"But {cal['discrimination']['text']}.")
+        ap = cal.get("answer_probability")
+        if ap and ap["distinguishable"] and not cal["verdict"]["distinguishable"]:
+            parts.append(f"But the {ap['text']}.")
     elif fq is not None:
         n = len(_split_items(compared, "forget") or [])
         if fq > FQ_THRESHOLD:
