@@ -227,6 +227,7 @@ def cmd_tune(args) -> int:
         study_seed=args.study_seed,
         output=args.output,
         overwrite=args.overwrite,
+        objective=args.objective,
     )
     result = tune(cfg)
     chosen = result["chosen"]
@@ -416,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--n_trials", type=int, default=20, help="Trials of the search (finished ones count).")
     tn.add_argument("--min_retention", type=float, default=0.95, help="Lowest allowed minimum utility retention.")
     tn.add_argument("--study_seed", type=int, default=0, help="Seed of the Optuna sampler.")
+    from .tune import OBJECTIVES
+
+    tn.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="forget_quality",
+        help="What the forget score measures: forget quality alone (TOFU's truth-ratio test), or its mean with the "
+        "same test on the forget answers' own loss (forget_quality+answers: a recipe cannot pass by making every "
+        "answer to a forget question equally unlikely).",
+    )
     tn.add_argument("--output", help="Chosen recipe YAML (default configs/tuned_METHOD.yaml).")
     tn.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")
     tn.set_defaults(func=cmd_tune)

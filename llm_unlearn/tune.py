@@ -48,20 +48,34 @@ NOT_FORGETTING = "WARNING: no feasible trial forgets"
 MIN_FORGET_GAIN = 1.0
 
 
+# What the forget score measures. ``forget_quality``: TOFU's forget quality alone (the truth ratios' KS test
+# against the verdict's bar). ``forget_quality+answers``: the mean of that and the same score of the evaluation's
+# second opinion, the KS test on the forget answers' own loss, so that a recipe cannot pass by making every answer to
+# a forget question equally unlikely (truth ratios like retraining, answers far less likely than under retraining).
+OBJECTIVES = ("forget_quality", "forget_quality+answers")
+
+
 def is_recommended(recipe_text: str) -> bool:
     """Whether a recipe file written by ``tune`` is a recommendation (its header carries neither warning)."""
     return NOT_RECOMMENDED not in recipe_text and NOT_FORGETTING not in recipe_text
 
 
-def target_forget_score(chosen: dict, bench: dict) -> float | None:
+def target_forget_score(chosen: dict, bench: dict, objective: str = "forget_quality") -> float | None:
     """The forget score the untouched target itself gets on the chosen trial's runs (its forget quality on each
-    run's split against the same bar); None where the benchmark does not record it."""
+    run's split against the same bar, and under ``forget_quality+answers`` its answers' test too); None where the
+    benchmark does not record it."""
     scores = []
     for r in chosen["runs"]:
-        fq = (bench.get("splits", {}).get(r["split"]) or {}).get("target_forget_quality_median")
+        info = bench.get("splits", {}).get(r["split"]) or {}
+        fq = info.get("target_forget_quality_median")
         if fq is None or r.get("diverged"):
             return None
-        scores.append(forget_score(fq, _bar(r)))
+        score = forget_score(fq, _bar(r))
+        if objective != "forget_quality":
+            if info.get("target_answers_p") is None or r.get("answers_p") is None:
+                return None
+            score = (score + forget_score(info["target_answers_p"], r["answers_bar"])) / 2
+        scores.append(score)
     return sum(scores) / len(scores) if scores else None
 
 
@@ -77,6 +91,10 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "forget_regularizer": ("categorical", ("wrong_answer", "kl_uniform")),
         # perturbed answers share the evaluation's wrong-answer phrasing: training toward them can overshoot
         "wrong_answer_source": ("categorical", ("perturbed", "random_other", "similar_other")),
+        # the bound on the regularizer (0: unbounded); with it, longer runs stop pushing the forgotten items
+        "forget_bound": ("categorical", ("none", "wrong_answer")),
+        "forget_bound_margin": ("float", -1.0, 1.0, False),
+        "max_steps": ("int", 20, 200, False),
     },
     "natural": {
         "n_hybrids": ("int", 1, 8, False),
@@ -118,6 +136,7 @@ class TuneConfig:
     study_seed: int = 0
     output: str | None = None
     overwrite: bool = False
+    objective: str = "forget_quality"
     space: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -130,6 +149,8 @@ class TuneConfig:
             )
         if self.n_trials < 1:
             raise ValueError(f"--n_trials must be at least 1, got {self.n_trials}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 0.0 < self.min_retention <= 1.0:
             raise ValueError(f"--min_retention must be in (0, 1], got {self.min_retention}")
         if not self.seeds:
@@ -169,6 +190,7 @@ class TuneConfig:
             "seeds": list(self.seeds),
             "min_retention": self.min_retention,
             "study_seed": self.study_seed,
+            **({} if self.objective == "forget_quality" else {"objective": self.objective}),
             "space": {k: list(v) if isinstance(v, tuple) else v for k, v in self.space.items()},
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -202,11 +224,21 @@ def _bar(run: dict) -> float:
     return run["bar"] if run.get("bar") is not None else max(FQ_BAR, run["noise_floor"] or 0)
 
 
-def score_runs(runs: list[dict]) -> tuple[float, float]:
+def run_score(run: dict, objective: str = "forget_quality") -> float:
+    """One run's forget score: forget quality's, or its mean with the answers' test (see :data:`OBJECTIVES`)."""
+    score = forget_score(run["forget_quality_median"], _bar(run))
+    if objective == "forget_quality":
+        return score
+    if run.get("answers_p") is None:
+        raise ValueError(f"--objective {objective}: the run on {run['split']} has no answers' test to score")
+    return (score + forget_score(run["answers_p"], run["answers_bar"])) / 2
+
+
+def score_runs(runs: list[dict], objective: str = "forget_quality") -> tuple[float, float]:
     """(forget score, retention) of a trial from its runs' numbers (see the module docstring)."""
     if any(r.get("diverged") for r in runs):
         return INFEASIBLE, 0.0
-    fs = sum(forget_score(r["forget_quality_median"], _bar(r)) for r in runs) / len(runs)
+    fs = sum(run_score(r, objective) for r in runs) / len(runs)
     return fs, min(r["min_retention"] for r in runs)
 
 
@@ -256,6 +288,7 @@ def build_development_benchmark(cfg: TuneConfig) -> dict:
             "noise_floor": cal["noise_floor"],
             "target_forget_quality": compared["forget_quality"],
             "target_forget_quality_median": cal["forget_quality_median"],
+            "target_answers_p": (cal.get("answer_probability") or {}).get("p_median"),
             "informative": bool(cal["discrimination"] and cal["discrimination"]["informative"]),
         }
         if not splits[split]["informative"]:
@@ -295,6 +328,8 @@ def run_trial(cfg: TuneConfig, bench: dict, params: dict, trial_dir: Path) -> li
                     "noise_floor": cal["noise_floor"],
                     "bar": cal["verdict"]["threshold"],
                     "distinguishable": cal["verdict"]["distinguishable"],
+                    "answers_p": (cal.get("answer_probability") or {}).get("p_median"),
+                    "answers_bar": (cal.get("answer_probability") or {}).get("threshold"),
                     "model_utility": c["model_utility"],
                     "min_retention": retention["minimum"],
                     "worst_component": retention["worst"],
@@ -341,14 +376,16 @@ def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
     def objective(trial):
         params = suggest(trial, cfg.space)
         runs = run_trial(cfg, bench, params, cfg.study_dir / f"trial_{trial.number}")
-        fs, retention = score_runs(runs)
+        fs, retention = score_runs(runs, cfg.objective)
         trial.set_user_attr("runs", runs)
         trial.set_constraint("min_retention", cfg.min_retention - retention)  # feasible when <= 0
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         per = "; ".join(
             f"{r['split']}: diverged"
             if r.get("diverged")
-            else f"{r['split']} FQ {r['forget_quality_median']:.3g} (bar {_bar(r):.3g}) ret {r['min_retention']:.3f}"
+            else f"{r['split']} FQ {r['forget_quality_median']:.3g} (bar {_bar(r):.3g})"
+            + ("" if r.get("answers_p") is None else f" answers {r['answers_p']:.3g} (bar {r['answers_bar']:.3g})")
+            + f" ret {r['min_retention']:.3f}"
             for r in runs
         )
         print(
@@ -429,7 +466,7 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
     for k, v in recipe.items():
         if isinstance(v, float):
             recipe[k] = float(f"{v:.4g}")
-    untouched = target_forget_score(chosen, bench) if ok else None
+    untouched = target_forget_score(chosen, bench, cfg.objective) if ok else None
     if not ok:
         status = (
             f"{NOT_RECOMMENDED} ≥ {cfg.min_retention}; this is the trial with the "
@@ -449,7 +486,9 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         f"#   {r['split']} seed {r['seed']}: diverged"
         if r.get("diverged")
         else f"#   {r['split']} seed {r['seed']}: forget quality {r['forget_quality_median']:.3g} (noise floor "
-        f"{r['noise_floor']:.3g}, bar {_bar(r):.3g}), min retention {r['min_retention']:.3f} ({r['worst_component']})"
+        f"{r['noise_floor']:.3g}, bar {_bar(r):.3g}), "
+        + ("" if r.get("answers_p") is None else f"answers' test {r['answers_p']:.3g} (bar {r['answers_bar']:.3g}), ")
+        + f"min retention {r['min_retention']:.3f} ({r['worst_component']})"
         for r in chosen["runs"]
     ]
     header = [
@@ -462,7 +501,13 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         f"# each trial unlearned on {', '.join(cfg.forget_splits)} with seeds {', '.join(map(str, cfg.seeds))}; base "
         f"recipe {Path(cfg.config).name if cfg.config else '(method defaults)'}.",
         "# Objectives: forget score = mean of min(0, log10(FQ / bar)), bar = max(0.05, resampled noise floor) (0: not "
-        "distinguishable on every run);",
+        "distinguishable on every run)"
+        + (
+            ";"
+            if cfg.objective == "forget_quality"
+            else ", averaged with the same score of the forget answers' own loss (the evaluation's second opinion: "
+            "--objective forget_quality+answers);"
+        ),
         "# retention = lowest minimum utility retention over the runs.",
         f"# {status}",
         f"# Trial {chosen['number']}: forget score {chosen['forget_score']:.2f}, retention {chosen['retention']:.3f}:",

@@ -33,6 +33,18 @@ def test_a_diverged_run_makes_the_trial_infeasible_and_retention_is_the_worst_ru
     assert score_runs([ok, {"diverged": "non-finite loss"}]) == (-10.0, 0.0)
 
 
+def test_the_answers_objective_averages_both_tests_per_run():
+    run = {"split": "forget10", "forget_quality_median": 0.5, "bar": 0.2, "min_retention": 0.97}
+    run |= {"answers_p": 2e-5, "answers_bar": 0.2}
+    assert score_runs([run]) == (0.0, 0.97)  # forget quality alone: passes
+    fs, _ = score_runs([run], "forget_quality+answers")
+    assert fs == pytest.approx((0.0 + math.log10(2e-5 / 0.2)) / 2) == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="no answers' test"):
+        score_runs([{**run, "answers_p": None}], "forget_quality+answers")
+    with pytest.raises(ValueError, match="--objective"):
+        TuneConfig(method="npo", objective="rouge", output="/nonexistent/x.yaml")
+
+
 def test_front_and_choice():
     pts = [
         {"number": 0, "forget_score": -2.0, "retention": 0.99},
