@@ -91,7 +91,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "forget_regularizer": ("categorical", ("wrong_answer", "kl_uniform")),
         # perturbed answers share the evaluation's wrong-answer phrasing: training toward them can overshoot
         "wrong_answer_source": ("categorical", ("perturbed", "random_other", "similar_other")),
-        # the bound on the regularizer (0: unbounded); with it, longer runs stop pushing the forgotten items
+        # the bound on the regularizer (none: unbounded); with it, longer runs stop pushing the forgotten items
         "forget_bound": ("categorical", ("none", "wrong_answer")),
         "forget_bound_margin": ("float", -1.0, 1.0, False),
         "max_steps": ("int", 20, 200, False),

@@ -79,10 +79,10 @@ def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict |
     if losses is None or any(r is None for r in ref_losses):
         return None
     per = [M.forget_quality(losses, r) for r in ref_losses]
-    pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ref_losses, 2)]
-    floor = min(pairs) if pairs else None
+    p_median = statistics.median(per)
+    floor, _ = noise_floor(references, forget_losses)
     floor_low = resampled_floor(ref_losses)
-    judged = verdict(statistics.median(per), floor, floor_low)
+    judged = verdict(p_median, floor, floor_low)
     prob = statistics.median(math.exp(-x) for x in losses)
     ref_prob = statistics.median(math.exp(-x) for r in ref_losses for x in r)
     if not judged["distinguishable"]:
@@ -96,13 +96,13 @@ def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict |
         reading = "distinguishable: the model finds the forget answers MORE likely than the retrained model does"
     text = (
         f"forget answers' own probability (the KS test of forget quality on per-item answer loss): p = "
-        f"{statistics.median(per):.3g} against the bar {judged['threshold']:.3g}"
+        f"{p_median:.3g} against the bar {judged['threshold']:.3g}"
         + ("" if floor is None else f" (floor {floor:.3g})")
         + f", median probability {prob:.3g} vs {ref_prob:.3g} under retraining: {reading}"
     )
     return {
         "p_per_reference": per,
-        "p_median": statistics.median(per),
+        "p_median": p_median,
         "noise_floor": floor,
         "noise_floor_resampled": floor_low,
         "threshold": judged["threshold"],
@@ -114,10 +114,12 @@ def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict |
     }
 
 
-def noise_floor(references: Sequence[Mapping]) -> tuple[float | None, list[dict]]:
-    """(floor, pairs): forget quality between every pair of references, the lowest of them; None with one."""
+def noise_floor(references: Sequence[Mapping], values=forget_ratios) -> tuple[float | None, list[dict]]:
+    """(floor, pairs): forget quality between every pair of references, the lowest of them; None with one.
+    ``values``: the per-item statistic the KS test compares (the truth ratio; the answer loss for the second
+    opinion)."""
     pairs = [
-        {"a": a["model"], "b": b["model"], "forget_quality": M.forget_quality(forget_ratios(a), forget_ratios(b))}
+        {"a": a["model"], "b": b["model"], "forget_quality": M.forget_quality(values(a), values(b))}
         for a, b in itertools.combinations(references, 2)
     ]
     return (min(p["forget_quality"] for p in pairs) if pairs else None), pairs
