@@ -16,6 +16,7 @@ from .data.formatting import QACollator, QADataset, QAFormatter
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
 from .data.schema import DataValidationError, check_disjoint, check_unique, normalize_text, tofu_split_names
 from .data.text import encode_chunks
+from .devices import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from .modeling import EMBEDDED_MODEL
 from .validation import check_tokenizer
 
@@ -109,6 +110,8 @@ class FinetuneConfig:
         default=False, metadata={"help": "Under --lora, save the merged model instead of the adapter folder."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder holding a different run."})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    torch_dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
     def __post_init__(self):
         if self.data_format not in ("qa", "text"):
@@ -130,12 +133,16 @@ class FinetuneConfig:
             raise ValueError("LoRA needs a pretrained base: pass --model HUB_ID_OR_PATH, or drop --lora")
         if self.merge_lora and not self.lora:
             raise ValueError("--merge_lora only applies with --lora")
+        self.device, self.torch_dtype = check_device(self.device), check_dtype(self.torch_dtype)
 
     def identity(self) -> dict:
         """What decides the trained weights (used to reuse a finished run)."""
         d = asdict(self)
         d.pop("overwrite")
         d.pop("output_dir")
+        d.pop("device")  # where it runs, not what it trains (a GPU's last bits differ; the recipe is the same)
+        if d["torch_dtype"] == "auto":
+            d.pop("torch_dtype")  # runs recorded before --torch_dtype existed keep matching
         if d["data_format"] == "qa":
             d.pop("data_format")  # QA runs recorded before text support existed keep matching
         if d["data_seed"] is None:
@@ -269,8 +276,9 @@ def text_corpus_texts(data: str, splits: list[str]) -> list[str]:
     return texts
 
 
-def build_base(cfg: FinetuneConfig):
-    """Tokenizer and model to fine-tune."""
+def build_base(cfg: FinetuneConfig, dtype="auto"):
+    """Tokenizer and model to fine-tune, the model's weights in ``dtype`` (from
+    :func:`llm_unlearn.devices.resolve_dtype`; the Trainer moves the model to its device)."""
     from .modeling import build_tiny_llama, load_causal_lm, load_tokenizer, resolve_model_source, train_bpe_tokenizer
 
     if cfg.model == EMBEDDED_MODEL:
@@ -287,10 +295,12 @@ def build_base(cfg: FinetuneConfig):
             num_layers=cfg.num_layers,
             max_positions=max(256, cfg.max_length),
         )
+        if not isinstance(dtype, str):
+            model = model.to(dtype)
         return tokenizer, model
     source = resolve_model_source(cfg.model)  # a GGUF file: its converted folder
     tokenizer = load_tokenizer(source)
-    model = load_causal_lm(source, dtype="auto")
+    model = load_causal_lm(source, dtype=dtype)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
         from transformers import set_seed
@@ -314,12 +324,16 @@ def base_model_record(model: str) -> dict:
     return {"base_model": model, **({"base_model_folder": source} if source != model else {})}
 
 
-def training_arguments(cfg: FinetuneConfig, **overrides):
-    """The HF ``TrainingArguments`` of the recipe; no bf16 and no gradient checkpointing without a GPU."""
+def training_arguments(cfg: FinetuneConfig, device=None, **overrides):
+    """The HF ``TrainingArguments`` of the recipe on ``device`` (default: :func:`llm_unlearn.devices.resolve_device`
+    of ``cfg.device``); bf16 mixed precision on a GPU that has it, none on the CPU."""
     import torch
     from transformers import TrainingArguments
 
-    gpu = torch.cuda.is_available()
+    from .devices import resolve_device
+
+    device = resolve_device(cfg.device) if device is None else device
+    gpu = device.type == "cuda"
     kwargs = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -335,7 +349,7 @@ def training_arguments(cfg: FinetuneConfig, **overrides):
         seed=cfg.seed,
         data_seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         bf16=gpu and torch.cuda.is_bf16_supported(),
-        use_cpu=not gpu,
+        use_cpu=device.type == "cpu",
         remove_unused_columns=False,
         dataloader_pin_memory=gpu,
         disable_tqdm=False,
@@ -368,9 +382,13 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """
     from transformers import Trainer
 
+    from .devices import pin_single_process_gpu, resolve_device, resolve_dtype
     from .runs import StagedOutput, atomic_write_json
 
     check_inputs(cfg)
+    cfg.device = pin_single_process_gpu(cfg.device)  # before any CUDA call: cuda:N in one process
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.torch_dtype, device)  # auto: the checkpoint's own on a GPU (bf16 autocast on top)
     out = Path(cfg.output_dir)
     fp = run_fingerprint(cfg)
     if _check_output(cfg, fp):
@@ -387,7 +405,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     stage = StagedOutput(out, fp, discard=True)  # fine-tuning keeps no checkpoints: a stale staging folder goes
     staging = stage.begin()
     try:
-        tokenizer, model = build_base(cfg)
+        tokenizer, model = build_base(cfg, dtype)
         check_tokenizer(tokenizer, cfg.model)
         formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
         if cfg.data_format == "qa":
@@ -398,7 +416,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             dataset = encode_chunks(tokenizer, rows, cfg.max_length)  # every token of a document is supervised
         trainer = Trainer(
             model=model,
-            args=training_arguments(cfg, output_dir=str(staging)),
+            args=training_arguments(cfg, device, output_dir=str(staging)),
             train_dataset=dataset,
             data_collator=QACollator(tokenizer.pad_token_id),
             processing_class=tokenizer,

@@ -334,3 +334,41 @@ def staged_files(folder: str | Path, last: tuple[str, ...] = ()):
             os.replace(p, folder / p.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- derived inputs, computed once per content key ------------------------------------------------------------
+
+
+def selection_cache_dir(cfg) -> Path:
+    """Where derived inputs of a run are cached by content (Hessian scores, retention saliency, natural partners):
+    beside a local model, else under the user's cache."""
+    if Path(cfg.model_name_or_path).is_dir():
+        return Path(cfg.model_name_or_path) / "selection_cache"
+    from .modeling import cache_root
+
+    return cache_root() / "selection"
+
+
+def computed_once(cfg, what: str, cached: Path, compute, device=None, model=None):
+    """``compute()`` on the main process first (on ``device``, where ``model`` is moved when the value is not
+    cached yet), then on the other ranks, which find it in the cache file ``cached`` that the main process wrote:
+    the work is done once per content key, never once per rank. A rank that does not find the file (a cache
+    folder that is not shared between nodes) computes it itself, with a warning."""
+    rank = cfg.process_index
+    with cfg.main_process_first(desc=what):
+        hit = cached.is_file()
+        if not hit:
+            if rank != 0:
+                logger.warning(
+                    "rank %d: %s not found in %s after the main process computed it (is the cache folder on a "
+                    "shared file system?): computing it on this rank",
+                    rank,
+                    what,
+                    cached,
+                )
+            if model is not None and device is not None:
+                model.to(device)
+        value = compute()
+        state = "read from the cache" if hit else f"computed on {device}" if device is not None else "computed"
+        logger.info("rank %d: %s %s (%s)", rank, what, state, cached.name)
+    return value

@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None = None, recipe_exclude: tuple[str, ...] = 
     if config_path:
         recipe = load_yaml_recipe(config_path)
     recipe = {k: v for k, v in recipe.items() if k not in recipe_exclude}
+    if "device" in recipe:  # the recipe spells the flag: the field is run_device (TrainingArguments.device is taken)
+        if "run_device" in recipe:
+            raise ValueError(f"{config_path}: give device or run_device, not both")
+        recipe["run_device"] = recipe.pop("device")
     recipe_method, recipe_base = recipe.pop("method", None), recipe.pop("base_method", None)
     method = _pop_flag(argv, "--method") or recipe_method or DEFAULT_METHOD
     base_method = _pop_flag(argv, "--base_method") or recipe_base
@@ -127,6 +131,7 @@ def _check_publish(cfg) -> None:
 
 # Settings that do not change the trained weights: left out of a run's fingerprint (reuse and resume keys).
 NOT_IDENTITY = (
+    "run_device",
     "output_dir",
     "overwrite_output",
     "resume_from_checkpoint",
@@ -153,6 +158,8 @@ def run_fingerprint(cfg) -> str:
     from .runs import data_fingerprint, fingerprint, model_fingerprint
 
     ident = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_IDENTITY}
+    if ident.get("torch_dtype") == "auto":
+        ident.pop("torch_dtype")  # runs recorded before --torch_dtype existed keep their fingerprint
     ident["model_name_or_path"] = model_fingerprint(cfg.model_name_or_path)
     ident["data"] = data_fingerprint(cfg.data)
     return fingerprint(ident)
@@ -186,6 +193,7 @@ def check_inputs(cfg, trainer_cls) -> None:
     )
     _check_publish(cfg)
     check_launch(cfg)
+    cfg.load_dtype()  # --torch_dtype that cannot run here (half precision on the CPU): refused before any work
     if cfg.data_format == "text" and not trainer_cls.supports_text(cfg):
         raise ValueError(
             f"method {cfg.method!r} (with these options) needs QA items (wrong answers, refusals or QA hybrids) and "
@@ -268,18 +276,22 @@ def _base_folder(cfg) -> dict:
 
 
 def load_model(cfg):
-    import torch
+    """The model to unlearn (and its frozen copy), in the dtype of the one resolver; the Trainer places it."""
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    return AutoModelForCausalLM.from_pretrained(model_source(cfg), dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(model_source(cfg), dtype=cfg.load_dtype())
 
 
-def build_selection(cfg, model, formatter, forget_rows, retain_rows):
-    """Hessian-diagonal scores → masks (or, under LoRA, the modules that get adapters); or retention masks."""
+def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None):
+    """Hessian-diagonal scores → masks (or, under LoRA, the modules that get adapters); or retention masks.
+
+    Scores and saliency are computed once, on ``device`` (the run's device from the one resolver), by the main
+    process, and cached by content (model weights, data, settings); the other ranks read them."""
     from .data.formatting import QACollator
     from .data.text import encode_chunks
-    from .selection import ParameterSelection, retention_masks, score_parameters_cached, select_masks, top_modules
+    from .runs import computed_once, model_fingerprint, selection_cache_dir
+    from .selection import ParameterSelection, score_parameters_cached, select_masks, top_modules
+    from .selection.scoring import cache_path
 
     exclude = tuple(x.strip() for x in cfg.selection_exclude.split(",") if x.strip())
     collate = QACollator(formatter.tokenizer.pad_token_id)
@@ -291,8 +303,33 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows):
             enc = [formatter.encode(r["question"], r["answer"]) for r in rows[: cfg.hessian_samples]]
         return [collate(enc[i : i + size]) for i in range(0, len(enc), size)]
 
+    def scores_once(what, estimator, rows, size, probes=1, seed=0):
+        _check_not_partitioned(cfg, what)
+        key = {  # content, never paths: replaced weights or edited data give new scores
+            "model": model_fingerprint(cfg.model_name_or_path),
+            "data": forget_hash(rows[: cfg.hessian_samples]),
+            "samples": cfg.hessian_samples,
+            "max_length": cfg.max_length,
+            "data_format": cfg.data_format,
+        }
+        if estimator == "grad_abs":
+            key["batch_size"] = size
+        cache_dir = selection_cache_dir(cfg)
+        path = cache_path(cache_dir, key, estimator, probes, seed)
+        return computed_once(
+            cfg,
+            what,
+            path,
+            lambda: score_parameters_cached(
+                model, batches(rows, size), estimator, cache_dir=cache_dir, key_parts=key, probes=probes, seed=seed
+            ),
+            device,
+            model,
+        )
+
     if getattr(cfg, "retention_mask_ratio", 0.0) > 0:
-        masks = retention_masks(model, batches(retain_rows, 8), cfg.retention_mask_ratio, exclude)
+        saliency = scores_once("retention saliency", "grad_abs", retain_rows, 8)
+        masks = select_masks({n: -s for n, s in saliency.items()}, cfg.retention_mask_ratio, "per_module", exclude)
         return ParameterSelection(masks), None
     if cfg.selection == "none":
         return None, None
@@ -304,30 +341,23 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows):
             return None, top_modules(scores, cfg.lora_top_modules, exclude)
         return ParameterSelection(select_masks(scores, cfg.param_ratio, cfg.granularity, exclude)), None
     rows = {"forget": forget_rows, "retain": retain_rows, "both": forget_rows + retain_rows}[cfg.hessian_data]
-    cache_dir = Path(cfg.model_name_or_path) / "selection_cache"
-    if not Path(cfg.model_name_or_path).is_dir():
-        cache_dir = Path.home() / ".cache" / "llm_unlearn" / "selection"
-    from .runs import model_fingerprint
-
-    key = {  # content, never paths: replaced weights or edited data give new scores
-        "model": model_fingerprint(cfg.model_name_or_path),
-        "data": forget_hash(rows[: cfg.hessian_samples]),
-        "samples": cfg.hessian_samples,
-        "max_length": cfg.max_length,
-        "data_format": cfg.data_format,
-    }
-    scores = score_parameters_cached(
-        model,
-        batches(rows),
-        cfg.hessian_estimator,
-        cache_dir=cache_dir,
-        key_parts=key,
-        probes=cfg.hessian_probes,
-        seed=cfg.seed,
+    scores = scores_once(
+        f"{cfg.hessian_estimator} Hessian scores", cfg.hessian_estimator, rows, 1, cfg.hessian_probes, cfg.seed
     )
     if cfg.use_peft:
         return None, top_modules(scores, cfg.lora_top_modules, exclude)
     return ParameterSelection(select_masks(scores, cfg.param_ratio, cfg.granularity, exclude)), None
+
+
+def _check_not_partitioned(cfg, what: str) -> None:
+    """Scores need every rank's whole weights; DeepSpeed ZeRO-3 partitions them as they load."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        raise ValueError(
+            f"{what} need the whole weights on one process, which DeepSpeed ZeRO-3 partitions as they load: launch "
+            "with DDP or ZeRO-2 (configs/accelerate/ddp.yaml, zero2.yaml)"
+        )
 
 
 def wrap_lora(cfg, model, target_modules=None):
@@ -473,10 +503,12 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
     import time
 
     from .data.pairing import NestedCollator
+    from .devices import resolve_device, runtime_record
     from .distributed import launch_record
 
+    device = resolve_device(cfg.run_device)  # the one resolver; the Trainer's own device (cfg.device) is the same
     model = load_model(cfg)
-    selection, lora_targets = build_selection(cfg, model, formatter, forget_rows, retain_rows)
+    selection, lora_targets = build_selection(cfg, model, formatter, forget_rows, retain_rows, device)
     if cfg.use_peft:
         model = wrap_lora(cfg, model, lora_targets)
     ref_model = load_model(cfg) if cfg.needs_reference and not cfg.use_peft else None
@@ -485,7 +517,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
 
         dataset = text_dataset(tokenizer, forget_rows, retain_rows, cfg.max_length)
     else:
-        dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model)
+        dataset = trainer_cls.build_dataset(cfg, formatter, forget_rows, retain_rows, model, device=device)
     # With push_to_hub the HF Trainer creates the repo in __init__ and pushes on every save with its own generic card.
     # We push once, after the record is saved, with our card (publish()): hide the request from the Trainer while it
     # runs and restore it afterwards, so that the record and unlearn_config.yaml keep what the user asked for.
@@ -528,6 +560,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         "n_retain": len(retain_rows),
         "world_size": cfg.world_size,
         "launch": launch_record(trainer),
+        "runtime": runtime_record(trainer.args.device, cfg.load_dtype()),
         "effective_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size,
         "global_steps": result.global_step,
         "train_loss": result.training_loss,
@@ -566,7 +599,7 @@ def publish(cfg, out: Path) -> str | None:
                 str(out),
                 cfg.eval_reference,
                 cfg.data,
-                EvalConfig(forget_split=cfg.forget_split, data_format=cfg.data_format),
+                EvalConfig(forget_split=cfg.forget_split, data_format=cfg.data_format, device=cfg.run_device),
             )
         except (ValueError, FileNotFoundError, FileExistsError) as e:
             hint = f"; the unlearned model is saved in {out}: evaluate it with `llm-unlearn eval --model {out} ...`"

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import devices
 from ..data.loading import load_split
 from ..data.schema import BenchmarkSplits
+from ..devices import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype, dtype_name
 from ..runs import atomic_write_json, read_json_cache
 from . import metrics as M
 from .privacy import HOLDOUT, MIA_ATTACKS, privacy_scores, privacy_summary  # noqa: F401 (re-exported)
@@ -54,8 +56,12 @@ class EvalConfig:
             ``Question: {question}\\nAnswer:``).
         verbmem_max_new_tokens (default 128), knowmem_max_new_tokens (default 32): text-only generation budgets.
         max_scoring_memory: bytes (or a size such as ``512MB``, ``2GiB``) that the vocabulary-sized arrays of
-            teacher-forced scoring may take at once (default 1 GiB); answer positions are scored in chunks to fit,
-            so it bounds memory, not results (see ``scoring.score_encoded``). Stored as bytes.
+            teacher-forced scoring may take at once on the scoring device (default 1 GiB; GPU memory when scoring
+            runs on a GPU); answer positions are scored in chunks to fit, so it bounds memory, not results (see
+            ``scoring.score_encoded``). Stored as bytes.
+        device, torch_dtype: where the model is scored and generated from, and its weights' dtype (see
+            ``llm_unlearn.devices``; default ``auto`` for both: the accelerator's device, and the checkpoint's dtype
+            there or float32 on the CPU).
     """
 
     forget_split: str | None = field(
@@ -79,8 +85,13 @@ class EvalConfig:
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "Text: KnowMem answer tokens."})
     max_scoring_memory: int | str = field(
         default="1GiB",
-        metadata={"help": "Memory for the vocabulary-sized arrays of scoring: bytes or a size (512MB, 2GiB)."},
+        metadata={
+            "help": "Memory for the vocabulary-sized arrays of scoring, on the scoring device: bytes or a size "
+            "(512MB, 2GiB)."
+        },
     )
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    torch_dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
     def __post_init__(self):
         if self.data_format not in ("qa", "text"):
@@ -100,6 +111,12 @@ class EvalConfig:
         from .scoring import parse_memory_size
 
         self.max_scoring_memory = parse_memory_size(self.max_scoring_memory)
+        self.device, self.torch_dtype = check_device(self.device), check_dtype(self.torch_dtype)
+
+    def runtime(self):
+        """``(torch.device, dtype)`` of this evaluation, from the one resolver (``llm_unlearn.devices``)."""
+        device = devices.resolve_device(self.device)
+        return device, devices.resolve_dtype(self.torch_dtype, device)
 
 
 def role_splits(forget_split: str) -> dict[str, str]:
@@ -222,14 +239,20 @@ def model_utility(splits: dict[str, dict]) -> float:
     return M.harmonic_mean(values)
 
 
-def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig) -> str:
+def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig, runtime=None) -> str:
     """Content key of an evaluation: the settings, the model's weight/config/tokenizer files' hashes (never their
-    paths or times) and the evaluation data."""
+    paths or times), the evaluation data, and the kind of device and the dtype it is scored in (``runtime``, from
+    :meth:`EvalConfig.runtime`: a GPU's or a bfloat16 evaluation is another evaluation)."""
     from ..runs import model_fingerprint
 
     h = hashlib.sha256()
-    settings = {k: v for k, v in asdict(cfg).items() if k != "max_scoring_memory"}  # bounds memory, not results
+    # the memory bound bounds memory, not results; the device and dtype requests enter as what they resolve to
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_scoring_memory", "device", "torch_dtype")}
     ident = {"cfg": settings, "weights": model_fingerprint(model_path), "version": EVAL_VERSION}
+    if runtime is not None:
+        device, dtype = runtime
+        if getattr(device, "type", "cpu") != "cpu" or dtype_name(dtype) != "float32":
+            ident["runtime"] = {"device_type": device.type, "dtype": dtype_name(dtype)}
     h.update(json.dumps(ident, sort_keys=True).encode())
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -248,6 +271,7 @@ def evaluate_model(
 ) -> dict:
     """Evaluate the model folder at ``model_path`` on the benchmark's four evaluation splits (cached)."""
     from ..data.formatting import QAFormatter
+    from ..devices import runtime_record
     from ..modeling import load_causal_lm, load_tokenizer
     from .sharding import from_main, is_main_process
 
@@ -255,7 +279,8 @@ def evaluate_model(
     if not model_path.is_dir():
         raise FileNotFoundError(f"model folder {model_path} does not exist")
     data = data if data is not None else load_eval_data(data_source, cfg)
-    key = cache_key(model_path, data, cfg)
+    device, dtype = cfg.runtime()
+    key = cache_key(model_path, data, cfg, (device, dtype))
     cache = model_path / CACHE_DIR / f"{key}.json"
     cached = read_json_cache(cache) if use_cache else None
     # Several processes take the main one's answer: a rank that reuses the cache skips the collectives of the others.
@@ -265,7 +290,7 @@ def evaluate_model(
         return cached
 
     tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path)
+    model = load_causal_lm(model_path, dtype=dtype, device=device)
     formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
     if cfg.data_format == "text":
         from .text_eval import evaluate_text
@@ -279,6 +304,7 @@ def evaluate_model(
         "data": str(data_source),
         "data_fingerprint": data_fingerprint(data),
         "config": asdict(cfg),
+        "runtime": runtime_record(device, next(model.parameters()).dtype),
         **body,
     }
     if is_main_process():  # the other ranks hold the same result

@@ -166,7 +166,6 @@ def related_rows(forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping])
 def relearn(model, tokenizer, rows: Sequence[Mapping], settings: Mapping, workdir: str):
     """Fine-tune ``model`` (merged if it is an adapter) on ``rows`` for ``settings["steps"]`` steps at a constant
     learning rate, through fresh LoRA adapters when ``settings["lora"]``; returns the trained model in eval mode."""
-    import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
     from ..data.formatting import QACollator, QADataset, QAFormatter
@@ -181,7 +180,7 @@ def relearn(model, tokenizer, rows: Sequence[Mapping], settings: Mapping, workdi
         model = get_peft_model(
             model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
         )
-    gpu = torch.cuda.is_available()
+    on_cpu = next(model.parameters()).device.type == "cpu"  # the device the command resolved and loaded it on
     args = TrainingArguments(
         output_dir=workdir,
         max_steps=int(settings["steps"]),
@@ -193,9 +192,9 @@ def relearn(model, tokenizer, rows: Sequence[Mapping], settings: Mapping, workdi
         report_to="none",
         logging_steps=max(1, int(settings["steps"])),
         seed=seed,
-        use_cpu=not gpu,
+        use_cpu=on_cpu,
         remove_unused_columns=False,
-        dataloader_pin_memory=gpu,
+        dataloader_pin_memory=not on_cpu,
         disable_tqdm=True,
     )
     model.train()

@@ -183,7 +183,8 @@ class Subject:
     def _load(self):
         from ..modeling import load_causal_lm, load_tokenizer
 
-        return load_causal_lm(self.folder, dtype="float32"), load_tokenizer(self.folder)
+        device, dtype = self.eval_cfg.runtime()  # the one resolver: --device / --torch_dtype of the command
+        return load_causal_lm(self.folder, dtype=dtype, device=device), load_tokenizer(self.folder)
 
     def _formatter(self, tokenizer):
         from ..data.formatting import QAFormatter
@@ -191,7 +192,14 @@ class Subject:
         return QAFormatter(tokenizer, max_length=self.eval_cfg.max_length)
 
     def _eval_settings(self) -> dict:
-        return {k: v for k, v in asdict(self.eval_cfg).items() if k != "max_scoring_memory"}
+        from ..devices import dtype_name
+
+        skip = ("max_scoring_memory", "device", "torch_dtype")  # the last two enter as what they resolve to
+        settings = {k: v for k, v in asdict(self.eval_cfg).items() if k not in skip}
+        device, dtype = self.eval_cfg.runtime()
+        if device.type != "cpu" or dtype_name(dtype) != "float32":
+            settings["runtime"] = {"device_type": device.type, "dtype": dtype_name(dtype)}
+        return settings
 
     def plain(self, rows: list[dict]) -> dict:
         """Unattacked forget measures of ``rows``."""

@@ -312,6 +312,15 @@ def cache_key(key_parts: Mapping[str, object], estimator: str, probes: int, seed
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def cache_path(
+    cache_dir: str | os.PathLike, key_parts: Mapping[str, object], estimator: str, probes: int = 8, seed: int = 0
+) -> Path:
+    """The cache file of :func:`score_parameters_cached`: ``hessian_<key>.pt`` (``saliency_<key>.pt`` for
+    ``grad_abs``)."""
+    prefix = "saliency" if estimator == "grad_abs" else "hessian"
+    return Path(cache_dir) / f"{prefix}_{cache_key(key_parts, estimator, probes, seed)}.pt"
+
+
 def score_parameters_cached(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
@@ -322,16 +331,17 @@ def score_parameters_cached(
     probes: int = 8,
     seed: int = 0,
 ) -> ParameterScores:
-    """:func:`score_parameters` memoised on disk at ``cache_dir/hessian_<cache_key>.pt`` (``torch.save`` of the
+    """:func:`score_parameters` (or, for ``estimator="grad_abs"``, :func:`gradient_magnitudes`) memoised on disk at
+    ``cache_dir/hessian_<cache_key>.pt`` (``torch.save`` of the
     dict of CPU float32 tensors), ``cache_key = sha256(json(key_parts + estimator + probes + seed))[:16]``.
 
     The key is all that is checked: the caller must put in ``key_parts`` whatever determines the scores (model path
     and a fingerprint of its weights, a fingerprint of the scoring data, the number of samples). A cached file whose
     names or shapes no longer fit the model's trainable parameters is recomputed and overwritten.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    path = Path(cache_dir) / f"hessian_{cache_key(key_parts, estimator, probes, seed)}.pt"
+    if estimator not in (*ESTIMATORS, "grad_abs"):
+        raise ValueError(f"estimator must be one of {ESTIMATORS} (or grad_abs), got {estimator!r}")
+    path = cache_path(cache_dir, key_parts, estimator, probes, seed)
     if path.exists():
         start = time.perf_counter()
         try:
@@ -349,7 +359,10 @@ def score_parameters_cached(
             return scores
         elif loaded:
             logger.warning("Hessian cache %s does not fit the model's trainable parameters: recomputing", path)
-    scores = score_parameters(model, batches, estimator, probes=probes, seed=seed)
+    if estimator == "grad_abs":
+        scores = gradient_magnitudes(model, batches)
+    else:
+        scores = score_parameters(model, batches, estimator, probes=probes, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)

@@ -19,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..data.pairing import PairSampler
+from ..devices import DEVICE_HELP, DTYPE_HELP, check_dtype, pin_single_process_gpu
 from . import losses as L
 
 logger = logging.getLogger(__name__)
@@ -144,16 +145,31 @@ class UnlearnConfig(TrainingArguments):
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (tensorboard, wandb)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep nested forget/retain batches."})
 
+    # ``device`` is a property of TrainingArguments (the device the Trainer runs on): the request is ``run_device``,
+    # spelled ``--device`` on the command line and ``device:`` in a recipe.
+    run_device: str = field(default="auto", metadata={"help": DEVICE_HELP, "aliases": ["--device"]})
+    torch_dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+
     needs_reference: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self):
         self._check_numbers()
-        if not torch.cuda.is_available():
+        # Before any CUDA call: a single process asked for cuda:N sees that GPU alone (see llm_unlearn.devices).
+        self.run_device = pin_single_process_gpu(self.run_device)
+        self.torch_dtype = check_dtype(self.torch_dtype)
+        if self.run_device == "cpu":
+            self.use_cpu = True
+        elif self.run_device != "auto":
+            from ..devices import resolve_device
+
+            resolve_device(self.run_device)  # a GPU that is not here: a clear error now, not after loading
+        if not torch.cuda.is_available() or self.run_device == "cpu":
             # A mixed-precision request that cannot take effect is an error, not a silent reset (the record would
             # otherwise claim a precision that never ran).
             for flag in ("bf16", "fp16"):
                 if getattr(self, flag):
-                    raise ValueError(f"--{flag} true needs a GPU and this machine has none: pass --{flag} false")
+                    where = "this run is on the CPU (--device cpu)" if torch.cuda.is_available() else "none is here"
+                    raise ValueError(f"--{flag} true needs a GPU and {where}: pass --{flag} false")
             # CPU: no gradient checkpointing (~8x slower there).
             self.activation_checkpointing = False
             self.use_cpu = True
@@ -182,6 +198,19 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError("--gamma and --alpha must be non-negative")
         if self.merge_adapter and not self.use_peft:
             raise ValueError("--merge_adapter only applies with --use_peft")
+
+    @property
+    def n_gpu(self) -> int:
+        """One GPU per process: a single process never wraps the model in ``nn.DataParallel`` (several GPUs are used
+        through ``accelerate launch``, one process each)."""
+        return min(super().n_gpu, 1)
+
+    def load_dtype(self):
+        """The dtype the model (and its frozen reference) is loaded in, from the one resolver."""
+        from ..devices import resolve_dtype
+
+        precision = "bf16" if self.bf16 else ("fp16" if self.fp16 else "no")
+        return resolve_dtype(self.torch_dtype, self.device, precision)
 
     def _check_numbers(self) -> None:
         """Numbers that would silently break a run, refused before any work: NaN/inf anywhere, and a run that
@@ -244,8 +273,9 @@ class UnlearnTrainer(Trainer):
         return cls.sides(args) == ("forget",) and cls.build_dataset.__func__ is UnlearnTrainer.build_dataset.__func__
 
     @classmethod
-    def build_dataset(cls, args, formatter, forget_rows: list[dict], retain_rows: list[dict], model=None):
-        """The paired dataset of this method (methods with their own data, e.g. hybrids, override it)."""
+    def build_dataset(cls, args, formatter, forget_rows: list[dict], retain_rows: list[dict], model=None, device=None):
+        """The paired dataset of this method (methods with their own data, e.g. hybrids, override it); ``model`` and
+        ``device`` (the run's, from the one resolver) serve methods whose data depend on the model."""
         from ..data.unlearn_data import standard_dataset
 
         return standard_dataset(
