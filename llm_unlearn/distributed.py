@@ -106,3 +106,55 @@ def launch_record(trainer) -> dict:
         "mixed_precision": str(state.mixed_precision),
         "device": state.device.type,
     }
+
+
+# --- the frozen reference under DeepSpeed ---------------------------------------------------------------------------
+#
+# A reference model (NPO, SimNPO's KL, IdkDPO, the regularizer's bound) runs forward only. Under ZeRO-3 it loads
+# partitioned (``from_pretrained`` inside ``zero.Init``), and a partitioned module computes nothing outside a
+# DeepSpeed engine, whose hooks gather each layer's weights for its forward: so the reference gets an engine of its
+# own, partitioned like the policy, without optimizer or scheduler. Under ZeRO-0/1/2 the weights are whole on every
+# rank anyway: the reference engine is stage 0 (a plain copy on this rank's GPU).
+
+
+def _is_auto(value) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
+def deepspeed_reference_config(ds_config: dict, hidden_size: int | None = None) -> dict:
+    """The DeepSpeed config of a frozen reference beside a ZeRO-trained policy, derived from the policy's
+    (``accelerator.state.deepspeed_plugin.deepspeed_config``): no optimizer, no scheduler; ZeRO-3 kept (with its
+    ``"auto"`` bucket sizes, which the Trainer fills only at train time, set from ``hidden_size`` as the Trainer
+    would: ``h²``, ``0.9·h²`` and ``10·h``), any other stage turned into stage 0. The input is not changed."""
+    import copy
+
+    config = copy.deepcopy(ds_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    zero = config.setdefault("zero_optimization", {})
+    if int(zero.get("stage", 0) or 0) == 3:
+        sizes = {
+            "reduce_bucket_size": None if hidden_size is None else hidden_size * hidden_size,
+            "stage3_prefetch_bucket_size": None if hidden_size is None else int(0.9 * hidden_size * hidden_size),
+            "stage3_param_persistence_threshold": None if hidden_size is None else 10 * hidden_size,
+        }
+        for key, value in sizes.items():
+            if _is_auto(zero.get(key)):
+                if value is None:
+                    raise ValueError(f"the DeepSpeed config's zero_optimization.{key} is 'auto': give a number")
+                zero[key] = value
+    else:
+        config["zero_optimization"] = {"stage": 0}
+    return config
+
+
+def prepare_deepspeed_reference(model, accelerator):
+    """``model`` (frozen, eval mode) inside a DeepSpeed inference engine of :func:`deepspeed_reference_config`."""
+    import deepspeed
+
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    hidden = getattr(text_config, "hidden_size", None)
+    config = deepspeed_reference_config(accelerator.state.deepspeed_plugin.deepspeed_config, hidden)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine

@@ -295,9 +295,15 @@ class UnlearnTrainer(Trainer):
         self.ref_model = None
         if ref_model is not None:
             ref_model.requires_grad_(False)
-            # Under FSDP prepare_model places nothing (FSDP does, for the trained model only): move the copy here.
-            ref_model = ref_model.eval().to(self.args.device)
-            self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+            if self.is_deepspeed_enabled:  # a partitioned (ZeRO-3) copy computes only inside an engine of its own
+                from ..distributed import prepare_deepspeed_reference
+
+                self.ref_model = prepare_deepspeed_reference(ref_model.eval(), self.accelerator)
+            else:
+                # Where the policy lives: prepare_model places nothing under FSDP (FSDP does, for the trained model
+                # only), so the copy is moved to this rank's device here.
+                ref_model = ref_model.eval().to(self.args.device)
+                self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self.selection = selection
         if selection is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             # Masks and restores act on whole parameter tensors; ZeRO/FSDP shard them (not supported yet).
