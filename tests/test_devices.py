@@ -327,3 +327,38 @@ def test_a_two_process_launch_computes_scores_and_partners_once(base, small_benc
     ]
     second = events(launch("b"))
     assert [e[2] for e in second] == ["read from the cache"] * 4
+
+
+# --- the frozen reference under DeepSpeed ---------------------------------------------------------------------------
+
+
+def test_deepspeed_reference_config_keeps_zero3_and_drops_the_optimizer():
+    from llm_unlearn.distributed import deepspeed_reference_config
+
+    policy = {
+        "train_micro_batch_size_per_gpu": 4,
+        "optimizer": {"type": "AdamW"},
+        "scheduler": {"type": "WarmupLR"},
+        "bf16": {"enabled": True},
+        "zero_optimization": {
+            "stage": 3,
+            "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": 1000,
+        },
+    }
+    ref = deepspeed_reference_config(policy, hidden_size=64)
+    assert "optimizer" not in ref and "scheduler" not in ref
+    assert ref["zero_optimization"] == {
+        "stage": 3,  # partitioned like the policy: no full copy of the weights on any rank
+        "reduce_bucket_size": 64 * 64,
+        "stage3_prefetch_bucket_size": int(0.9 * 64 * 64),
+        "stage3_param_persistence_threshold": 1000,  # a number the user gave is kept
+    }
+    assert ref["bf16"] == {"enabled": True} and ref["train_micro_batch_size_per_gpu"] == 4
+    assert policy["optimizer"] == {"type": "AdamW"} and policy["zero_optimization"]["reduce_bucket_size"] == "auto"
+    for stage in (0, 1, 2):  # whole weights on every rank: the reference is a plain copy (stage 0)
+        config = deepspeed_reference_config({**policy, "zero_optimization": {"stage": stage, "overlap_comm": True}})
+        assert config["zero_optimization"] == {"stage": 0}
+    with pytest.raises(ValueError, match="zero_optimization.reduce_bucket_size is 'auto'"):
+        deepspeed_reference_config(policy, hidden_size=None)
