@@ -77,7 +77,7 @@ def resolve_device(request: str | None = "auto", flag: str = "--device"):
         device = PartialState(cpu=not _accelerator_visible()).device
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        return device
+        return torch.device("cpu") if device.type == "cpu" else device  # a launch's gloo ranks say cpu:0
     device = torch.device(request)
     if device.type == "cuda":
         count = _visible_gpus()

@@ -155,21 +155,6 @@ def _perturbed_list(row: dict) -> list[str]:
     return [p] if isinstance(p, str) else list(p)
 
 
-def evaluate_holdout(model, formatter, rows: list[dict], cfg: EvalConfig) -> list[dict]:
-    """Holdout (never trained on) items: answer loss and attack scores, no generation."""
-    from .sharding import score_answers
-
-    questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
-    scores = score_answers(model, formatter, questions, answers, cfg.batch_size, cfg.max_scoring_memory)
-    items = [
-        {"question": r["question"], "answer_loss": s.avg_loss, **privacy_scores(s, r["answer"])}
-        for r, s in zip(rows, scores)
-    ]
-    if cfg.gradnorm:
-        add_gradnorm(model, formatter, rows, items)
-    return items
-
-
 def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
     """The GradNorm attack score ``−‖∇ℓ‖`` of each QA item (members sit nearer a minimum: smaller gradients)."""
     from .sharding import gradient_norms
@@ -179,27 +164,27 @@ def add_gradnorm(model, formatter, rows: list[dict], items: list[dict]) -> None:
         item["mia_gradnorm"] = -norm
 
 
-def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfig) -> dict:
-    """Per-item values and aggregates of one evaluation split."""
-    from .sharding import generate_answers, score_answers
+def split_requests(rows: list[dict], role: str) -> list[tuple[str, str]]:
+    """The (question, answer) pairs a split's metrics score, in the order :func:`split_result` reads them: every
+    item's answer, then (forget and retain) every item's paraphrased answer, then every perturbed answer."""
+    pairs = [(r["question"], r["answer"]) for r in rows]
+    if ROLES[role][1]:
+        pairs += [(r["question"], r["paraphrased_answer"]) for r in rows]
+    pairs += [(r["question"], p) for r in rows for p in _perturbed_list(r)]
+    return pairs
 
-    questions = [r["question"] for r in rows]
-    mem = cfg.max_scoring_memory
-    answer = score_answers(model, formatter, questions, [r["answer"] for r in rows], cfg.batch_size, mem)
+
+def split_result(rows: list[dict], role: str, scores: list, generations: list[str]) -> dict:
+    """Per-item values and aggregates of one evaluation split from its scores (in :func:`split_requests` order) and
+    its greedy generations."""
+    n = len(rows)
+    answer = scores[:n]
     uses_paraphrase = ROLES[role][1]
-    correct = (
-        score_answers(model, formatter, questions, [r["paraphrased_answer"] for r in rows], cfg.batch_size, mem)
-        if uses_paraphrase
-        else answer
-    )
-    pert_lists = [_perturbed_list(r) for r in rows]
-    flat_q = [q for q, ps in zip(questions, pert_lists) for _ in ps]
-    flat = score_answers(model, formatter, flat_q, [p for ps in pert_lists for p in ps], cfg.batch_size, mem)
-    generations = generate_answers(model, formatter, questions, cfg.max_new_tokens, cfg.batch_size)
-
+    correct = scores[n : 2 * n] if uses_paraphrase else answer
+    flat = scores[2 * n :] if uses_paraphrase else scores[n:]
     items, pos = [], 0
     for i, row in enumerate(rows):
-        k = len(pert_lists[i])
+        k = len(_perturbed_list(row))
         pert_losses = [s.avg_loss for s in flat[pos : pos + k]]
         pos += k
         loss = answer[i].avg_loss
@@ -227,6 +212,18 @@ def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfi
         "n_items": len(items),
     }
     return {"split": None, "aggregate": aggregate, "items": items}
+
+
+def evaluate_split(model, formatter, rows: list[dict], role: str, cfg: EvalConfig) -> dict:
+    """Per-item values and aggregates of one evaluation split (one scoring pass, one generation pass)."""
+    from .sharding import generate_answers, score_answers
+
+    pairs = split_requests(rows, role)
+    scores = score_answers(
+        model, formatter, [q for q, _ in pairs], [a for _, a in pairs], cfg.batch_size, cfg.max_scoring_memory
+    )
+    generations = generate_answers(model, formatter, [r["question"] for r in rows], cfg.max_new_tokens, cfg.batch_size)
+    return split_result(rows, role, scores, generations)
 
 
 def model_utility(splits: dict[str, dict]) -> float:
@@ -314,23 +311,44 @@ def evaluate_model(
 
 def evaluate_qa(model, formatter, data: dict[str, list[dict]], cfg: EvalConfig, name: str = "model") -> dict:
     """Splits, privacy and model utility of one model on a TOFU-schema benchmark."""
-    from tqdm.auto import tqdm
-
     from ..data.formatting import truncation_report
 
     for role, split in role_splits(cfg.forget_split).items():  # scores of cut answers are not the whole answer's
         message = truncation_report(formatter, data[role], split).warning()
         if message:
             logger.warning("evaluation: %s", message)
-    splits = {}
-    for role in tqdm(ROLES, desc=f"evaluating {name}", leave=False):
-        splits[role] = evaluate_split(model, formatter, data[role], role, cfg)
+    # One teacher-forced pass over every scored pair of every split (answers, paraphrases, perturbed answers and
+    # the holdout's answers) and one generation pass over every question: the batches are as full as batch_size
+    # allows whatever the split sizes, and a model is run in as few calls as the data permit.
+    from .sharding import generate_answers, score_answers
+
+    roles = list(ROLES)
+    requests = {role: split_requests(data[role], role) for role in roles}
+    if HOLDOUT in data:
+        requests[HOLDOUT] = [(r["question"], r["answer"]) for r in data[HOLDOUT]]
+    pairs = [pair for reqs in requests.values() for pair in reqs]
+    logger.info("%s: scoring %d pairs, generating %d answers", name, len(pairs), sum(len(data[r]) for r in roles))
+    scores = score_answers(
+        model, formatter, [q for q, _ in pairs], [a for _, a in pairs], cfg.batch_size, cfg.max_scoring_memory
+    )
+    questions = [r["question"] for role in roles for r in data[role]]
+    generations = generate_answers(model, formatter, questions, cfg.max_new_tokens, cfg.batch_size)
+    splits, at, gen_at = {}, 0, 0
+    for role in roles:
+        n_pairs, n_rows = len(requests[role]), len(data[role])
+        splits[role] = split_result(data[role], role, scores[at : at + n_pairs], generations[gen_at : gen_at + n_rows])
         splits[role]["split"] = role_splits(cfg.forget_split)[role]
+        at, gen_at = at + n_pairs, gen_at + n_rows
     privacy = None
     if HOLDOUT in data:
         if cfg.gradnorm:
             add_gradnorm(model, formatter, data["forget"], splits["forget"]["items"])
-        holdout_items = evaluate_holdout(model, formatter, data[HOLDOUT], cfg)
+        holdout_items = [
+            {"question": r["question"], "answer_loss": sc.avg_loss, **privacy_scores(sc, r["answer"])}
+            for r, sc in zip(data[HOLDOUT], scores[at:])
+        ]
+        if cfg.gradnorm:
+            add_gradnorm(model, formatter, data[HOLDOUT], holdout_items)
         privacy = {"holdout_items": holdout_items, **privacy_summary(splits["forget"]["items"], holdout_items)}
     return {"benchmark": "qa", "model_utility": model_utility(splits), "splits": splits, "privacy": privacy}
 
