@@ -247,10 +247,10 @@ def cmd_tune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import DEFAULT_METHOD
     from .data.synth import SynthConfig
     from .evaluation.evaluator import EvalConfig
     from .finetune import FinetuneConfig
-    from .trainers import DEFAULT_METHOD
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(

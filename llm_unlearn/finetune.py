@@ -12,7 +12,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data.formatting import QACollator, QADataset, QAFormatter
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
 from .data.schema import DataValidationError, check_disjoint, check_unique, normalize_text, tofu_split_names
 from .data.text import encode_chunks
@@ -382,6 +381,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """
     from transformers import Trainer
 
+    from .data.formatting import QACollator, QADataset, QAFormatter  # torch: imported by the stage, not the CLI
     from .devices import pin_single_process_gpu, resolve_device, resolve_dtype
     from .runs import StagedOutput, atomic_write_json
 

@@ -5,6 +5,7 @@ Adding a method means one file with its config and trainer, and one line here.
 
 from __future__ import annotations
 
+from .. import DEFAULT_METHOD as _DEFAULT_METHOD
 from .base import UnlearnConfig, UnlearnTrainer
 from .grad_diff import GradAscentConfig, GradAscentTrainer, GradDiffConfig, GradDiffTrainer
 from .idk import IdkDPOConfig, IdkDPOTrainer, IdkNLLConfig, IdkNLLTrainer
@@ -26,7 +27,7 @@ METHODS: dict[str, tuple[type[UnlearnConfig], type[UnlearnTrainer]]] = {
 # Hessian-selected parameter unlearning is a selection layer, not a loss: `--method hessian` means
 # `--selection hessian` over `--base_method` (GradDiff by default); `--selection hessian` works with every method.
 SELECTION_ALIASES = {"hessian": "grad_diff"}
-DEFAULT_METHOD = "regularized_ft"
+DEFAULT_METHOD = _DEFAULT_METHOD
 
 
 def get_method(name: str) -> tuple[type[UnlearnConfig], type[UnlearnTrainer]]:
