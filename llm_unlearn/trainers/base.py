@@ -168,7 +168,11 @@ class UnlearnConfig(TrainingArguments):
             # otherwise claim a precision that never ran).
             for flag in ("bf16", "fp16"):
                 if getattr(self, flag):
-                    where = "this run is on the CPU (--device cpu)" if torch.cuda.is_available() else "none is here"
+                    where = (
+                        "this run is on the CPU (--device cpu)"
+                        if torch.cuda.is_available()
+                        else "this machine has none"
+                    )
                     raise ValueError(f"--{flag} true needs a GPU and {where}: pass --{flag} false")
             # CPU: no gradient checkpointing (~8x slower there).
             self.activation_checkpointing = False
