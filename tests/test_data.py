@@ -1,6 +1,7 @@
 """Synthetic benchmark, loading and validation."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -254,23 +255,59 @@ def test_embedded_benchmark_has_no_duplicates_within_or_across_splits(small_benc
         check_disjoint(rows[s.holdout], rows["full"], s.holdout, "full")
 
 
-def test_wrong_answers_of_a_forget_row_must_be_strings():
-    from llm_unlearn.data.unlearn_data import _perturbed
+def test_scored_answers_are_every_answer_the_evaluation_scores_for_a_question():
+    from llm_unlearn.data.unlearn_data import random_other_answers, scored_answers, similar_other_answers
 
-    assert _perturbed({"perturbed_answer": "b"}, 0, "forget10") == ["b"]
-    assert _perturbed({"perturbed_answer": ("b", "c")}, 0, "forget10") == ["b", "c"]
-    with pytest.raises(DataValidationError) as e:
-        _perturbed({"perturbed_answer": {"b": 1}}, 3, "forget10")
-    assert str(e.value) == (
-        "row 3 of split 'forget10': field 'perturbed_answer' must be a non-empty list of strings, got dict"
-    )
-    with pytest.raises(
-        DataValidationError, match=r"row 4 of split 'forget10': .*got a list holding int at position 0"
-    ):
-        _perturbed({"perturbed_answer": [5]}, 4, "forget10")
-    for missing in ({}, {"perturbed_answer": []}, {"perturbed_answer": None}):
-        with pytest.raises(DataValidationError, match="row 1 of split 'forget10' has no 'perturbed_answer'"):
-            _perturbed(missing, 1, "forget10")
+    row = {"question": "q", "answer": "A.", "paraphrased_answer": "B", "perturbed_answer": ["C ", "d"], "entity": 1}
+    assert scored_answers(row) == {"a", "b", "c", "d"}  # normalised: case, spaces, punctuation
+    assert scored_answers({"question": "q", "answer": "a", "perturbed_answer": "x"}) == {"a", "x"}
+    retain = [{"question": "q2", "answer": t, "entity": 2} for t in ("c", "D", "e", "f")]
+    assert sorted(random_other_answers([row], retain, 8, seed=0)[0]) == ["e", "f"]  # never a perturbed answer
+    assert sorted(similar_other_answers([row], retain, 8)[0]) == ["e", "f"]
+
+
+def _recipes():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    return sorted(p.name for p in root.glob("*.yaml") if p.name.startswith(("embedded_", "tuned_")))
+
+
+@pytest.mark.parametrize("source", ["defaults", *_recipes()])
+def test_no_recipe_or_default_trains_on_what_the_evaluation_scores(
+    source, small_bench, tiny_model, tiny_tokenizer, tmp_path
+):
+    """Every method with its defaults, and every shipped recipe: the token sequences a run trains on (every side of
+    every forget item, the retain items) and the (question, perturbed answer) sequences the evaluation scores are
+    disjoint sets."""
+    from llm_unlearn.data.formatting import QAFormatter
+    from llm_unlearn.evaluation.evaluator import EvalConfig, load_eval_data
+    from llm_unlearn.trainers import METHODS
+    from llm_unlearn.unlearn import load_data, parse_args
+
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    base = ["--model_name_or_path", str(model_dir), "--data", str(small_bench), "--output_dir", str(tmp_path / "o")]
+    root = Path(__file__).resolve().parent.parent / "configs"
+    runs = [["--method", m] for m in METHODS] if source == "defaults" else [["--config", str(root / source)]]
+    evaluated = load_eval_data(str(small_bench), EvalConfig(forget_split="forget10"))
+    for extra in runs:
+        cfg, trainer_cls = parse_args([*extra, *base, "--forget_split", "forget10"])
+        fmt = QAFormatter(tiny_tokenizer, max_length=cfg.max_length)
+        scored = {
+            tuple(fmt.encode(r["question"], p)["input_ids"])
+            for role in ("forget", "retain", "real_authors", "world_facts")
+            for r in evaluated[role]
+            for p in ([r["perturbed_answer"]] if isinstance(r["perturbed_answer"], str) else r["perturbed_answer"])
+        }
+        forget, retain = load_data(cfg)
+        assert all(r.get("perturbed_answer") for r in forget)  # the test has something to find
+        dataset = trainer_cls.build_dataset(cfg, fmt, forget, retain, tiny_model)
+        trained = {tuple(e["input_ids"]) for e in dataset.retain}
+        for item in dataset.forget:
+            for side in item.values():
+                for e in side if isinstance(side, list) else [side]:
+                    trained.add(tuple(e["input_ids"]))
+        assert trained and not trained & scored, (extra, len(trained & scored))
 
 
 def test_missing_split_lists_what_is_there(tmp_path):

@@ -268,7 +268,7 @@ class UnlearnTrainer(Trainer):
 
     @classmethod
     def alt_source(cls, args) -> str:
-        return "perturbed"
+        return "random_other"  # never the evaluation's perturbed answers
 
     @classmethod
     def supports_text(cls, args) -> bool:

@@ -33,10 +33,11 @@ class RegularizedFTConfig(UnlearnConfig):
             model on forget answer tokens; our documented stand-in for the paper's KL-FT), or ``none`` (plain
             fine-tuning on retain, α_reg = 0: the naive baseline that the paper shows fails to forget).
         alpha_reg (`float`, defaults to `0.3`): weight α_reg ∈ (0, 1] of the regularizer.
-        wrong_answer_source (`str`, defaults to `"perturbed"`): ``perturbed`` (one of the dataset's
-            ``perturbed_answer`` per step), ``random_other`` (the answer of a random retain item of another entity) or
-            ``similar_other`` (the answers of the retain items about another entity whose questions are most alike:
-            plausible wrong values in a trained phrasing, without the evaluation's perturbed answers).
+        wrong_answer_source (`str`, defaults to `"random_other"`): ``random_other`` (the answer of a random retain
+            item of another entity) or ``similar_other`` (the answers of the retain items about another entity whose
+            questions are most alike: plausible wrong values in a trained phrasing). Never the dataset's
+            ``perturbed_answer``, nor any answer equal to one the evaluation scores for the question: the truth
+            ratio, and so forget quality, scores exactly those (training toward them is training on the test).
         retention_mask_ratio (`float`, defaults to `0.0`): ρ > 0 trains only the ρ fraction of each weight tensor
             with the smallest retain-gradient magnitude at the original weights (the paper's later revision); 0 = off.
         alpha_reg_schedule (`str`, defaults to `"constant"`): how α_reg changes over the run: ``constant``,
@@ -61,7 +62,11 @@ class RegularizedFTConfig(UnlearnConfig):
     forget_regularizer: str = field(default="wrong_answer", metadata={"help": "wrong_answer, kl_uniform or none."})
     alpha_reg: float = field(default=0.3, metadata={"help": "Weight of the forget regularizer, in (0, 1]."})
     wrong_answer_source: str = field(
-        default="perturbed", metadata={"help": "perturbed, random_other or similar_other."}
+        default="random_other",
+        metadata={
+            "help": "random_other or similar_other: another entity's answer (never one the evaluation scores: the "
+            "dataset's perturbed answers are the truth ratio's test items)."
+        },
     )
     retention_mask_ratio: float = field(
         default=0.0, metadata={"help": "Fraction of weights (least retain-salient) that train; 0 = all."}
@@ -82,10 +87,14 @@ class RegularizedFTConfig(UnlearnConfig):
             raise ValueError(
                 f"--forget_regularizer must be wrong_answer, kl_uniform or none, got {self.forget_regularizer!r}"
             )
-        if self.wrong_answer_source not in ("perturbed", "random_other", "similar_other"):
+        if self.wrong_answer_source == "perturbed":
             raise ValueError(
-                "--wrong_answer_source must be perturbed, random_other or similar_other, got "
-                f"{self.wrong_answer_source!r}"
+                "--wrong_answer_source perturbed would train toward the dataset's perturbed answers, which the truth "
+                "ratio (and so forget quality) scores: training on the test; use random_other or similar_other"
+            )
+        if self.wrong_answer_source not in ("random_other", "similar_other"):
+            raise ValueError(
+                f"--wrong_answer_source must be random_other or similar_other, got {self.wrong_answer_source!r}"
             )
         if self.forget_regularizer == "none":
             if self.forget_bound != "none":
