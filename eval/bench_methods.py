@@ -209,7 +209,7 @@ def print_tables(results: dict) -> None:
         )
         for name, runs in res["runs"].items():
             cals = [c["calibration"] for c, _ in runs]
-            close = sum(not cal["verdict"]["distinguishable"] for cal in cals)
+            close = sum(cal["verdict"]["distinguishable"] is False for cal in cals)
             print(
                 f"| {split} | {name} | {_fmt([cal['forget_quality_median'] for cal in cals], clip=(0, 1))} | "
                 f"{floor} | {close}/{len(runs)} | {_answers(cals)} | "
@@ -278,7 +278,7 @@ def claims(results: dict, grid: dict | None) -> list[tuple[str, str, bool | None
         runs = [(split, c) for split, res in results.items() for c, _ in res["runs"].get(name, [])]
         if not runs:
             continue
-        close = [not c["calibration"]["verdict"]["distinguishable"] for _, c in runs]
+        close = [c["calibration"]["verdict"]["distinguishable"] is False for _, c in runs]
         kept = [c["calibration"]["utility_retention"]["minimum"] >= RETENTION_GOAL for _, c in runs]
         both = sum(a and b for a, b in zip(close, kept))
         aps = [c["calibration"].get("answer_probability") for _, c in runs]

@@ -44,10 +44,10 @@ Timings share the machine with whatever else runs: the load average before and a
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -129,11 +129,12 @@ import json, os, runpy, sys, time
 src = os.path.join(os.getcwd(), "src")
 sys.path.insert(0, src)
 import evals.base as _base
-_evaluate, _times = _base.Evaluator.evaluate, []
+_evaluate, _times, _cpu = _base.Evaluator.evaluate, [], []
 def _timed(self, *args, **kwargs):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = _evaluate(self, *args, **kwargs)
     _times.append(time.perf_counter() - t)
+    _cpu.append(time.process_time() - c)
     return out
 _base.Evaluator.evaluate = _timed
 sys.argv = [os.path.join(src, "eval.py")] + json.loads(os.environ["BENCH_ARGS"])
@@ -141,13 +142,17 @@ try:
     runpy.run_path(os.path.join(src, "eval.py"), run_name="__main__")
 finally:
     with open(os.environ["BENCH_OUT"], "w") as f:
-        json.dump({"metric_s": sum(_times), "calls": len(_times)}, f)
+        json.dump({"metric_s": sum(_times), "cpu_s": sum(_cpu), "calls": len(_times)}, f)
 """
 
 # --- code run by OUR interpreter: the metric work of one model, timed around evaluate_qa ---------------------------
 
 OURS_TIMED = r"""
-import json, os, time
+import importlib, json, os, time
+# what evaluate_qa imports on first use: imported before timing (their modules import all of it at import time)
+for name in ("rouge_score.rouge_scorer", "sklearn.metrics", "scipy.stats", "tqdm.auto", "llm_unlearn.data.loading",
+             "llm_unlearn.evaluation.sharding", "llm_unlearn.evaluation.scoring", "llm_unlearn.evaluation.privacy"):
+    importlib.import_module(name)
 from llm_unlearn.data.formatting import QAFormatter
 from llm_unlearn.evaluation.evaluator import EvalConfig, evaluate_qa, load_eval_data
 from llm_unlearn.modeling import load_causal_lm, load_tokenizer
@@ -158,12 +163,12 @@ device, dtype = cfg.runtime()
 t0 = time.perf_counter()
 tok = load_tokenizer(a["model"])
 model = load_causal_lm(a["model"], dtype=dtype, device=device)
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 data = load_eval_data(a["data"], cfg)
 body = evaluate_qa(model, QAFormatter(tok, max_length=cfg.max_length), data, cfg, "target")
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 with open(os.environ["BENCH_OUT"], "w") as f:
-    json.dump({"load_s": t1 - t0, "metric_s": t2 - t1, "model_utility": body["model_utility"]}, f)
+    json.dump({"load_s": t1 - t0, "metric_s": t2 - t1, "cpu_s": c2 - c1, "model_utility": body["model_utility"]}, f)
 """
 
 OURS_PROFILE = r"""
@@ -172,6 +177,7 @@ from llm_unlearn.evaluation.evaluator import EvalConfig, evaluate_model
 a = json.loads(os.environ["BENCH_ARGS"])
 cfg = EvalConfig(forget_split=a["forget_split"], batch_size=a["batch_size"], max_new_tokens=a["max_new_tokens"],
                  device="cpu")
+evaluate_model(a["model"], a["data"], cfg, use_cache=False)  # warm: imports and lazy set-up
 prof = cProfile.Profile()
 prof.enable()
 evaluate_model(a["model"], a["data"], cfg, use_cache=False)
@@ -220,9 +226,13 @@ class Bench:
                 sys.exit(f"{self.run_dir / name} is missing: run `llm-unlearn demo --workdir {self.run_dir}` first")
         if not (self.ou / "src" / "eval.py").is_file():
             sys.exit(f"--open_unlearning {self.ou}: no src/eval.py (not a checkout of locuslab/open-unlearning)")
+        marker = self.work / ".bench_vs_open_unlearning"
         if self.work.exists():
+            if any(self.work.iterdir()) and not marker.exists():
+                sys.exit(f"--workdir {self.work} exists and was not made by this script: give another folder")
             shutil.rmtree(self.work)
         self.logs.mkdir(parents=True)
+        marker.touch()
         # Ours: copies of the model folders (the evaluation cache and reports are written beside the model).
         self.ours_models = {}
         for name in ("target", "reference"):
@@ -261,7 +271,10 @@ class Bench:
         self.their_template = found["template_args"]
         self.their_overrides = base + [f"{p}={self.their_data}" for p in found["dataset_paths"]]
         self.their_overrides += [f"{g}.max_new_tokens={self.args.max_new_tokens}" for g in found["generation_args"]]
-        self.n_dataset_overrides, self.n_generation_overrides = len(found["dataset_paths"]), len(found["generation_args"])
+        self.n_dataset_overrides, self.n_generation_overrides = (
+            len(found["dataset_paths"]),
+            len(found["generation_args"]),
+        )
         self.their_metric_nodes = found["metrics"]
         self.prompt_check = self.check_prompts()
 
@@ -371,12 +384,12 @@ class Bench:
         self.n_run += 1
         log = self.logs / f"{self.n_run:03d}_{name}.log"
         with open(log, "w") as f:
-            t = time.perf_counter()
+            r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             rc = subprocess.run(cmd, cwd=cwd, env=env or self.env, stdout=f, stderr=subprocess.STDOUT)
-            dt = time.perf_counter() - t
+            dt, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
         if rc.returncode:
             sys.exit(f"{name} failed (exit {rc.returncode}, see {log}):\n{tail(log)}")
-        return dt
+        return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
     def ours_whole(self, reference_cache: str) -> float:
         shutil.rmtree(self.ours_models["target"] / "eval_cache", ignore_errors=True)
@@ -396,7 +409,8 @@ class Bench:
         }  # fmt: skip
         env = {**self.env, "BENCH_ARGS": json.dumps(args), "BENCH_OUT": str(out)}
         self.run([sys.executable, "-c", OURS_TIMED], self.work / "ours", "ours_metric", env)
-        return json.loads(out.read_text())["metric_s"]
+        result = json.loads(out.read_text())
+        return result["metric_s"], result["cpu_s"]
 
     def theirs_metric(self) -> float:
         out = self.work / "theirs_metric.json"
@@ -406,7 +420,7 @@ class Bench:
         result = json.loads(out.read_text())
         if result["calls"] != 1:
             sys.exit(f"expected one Evaluator.evaluate call in their run, got {result['calls']}")
-        return result["metric_s"]
+        return result["metric_s"], result["cpu_s"]
 
     def their_reference_logs(self):
         shutil.copy2(
@@ -425,22 +439,27 @@ class Bench:
         self.ours_whole("warm")
         self.ours_metric()
         self.theirs_metric()
-        t = {k: [] for k in ("ours_warm", "ours_cold", "theirs_target", "theirs_reference", "ours_metric", "theirs_metric")}
+        t = {
+            k: []
+            for k in ("ours_warm", "ours_cold", "theirs_target", "theirs_reference", "ours_metric", "theirs_metric")
+        }
         for i in range(self.args.repeats):
             ours_first = i % 2 == 0
             print(f"repeat {i + 1}/{self.args.repeats} ({'ours' if ours_first else 'theirs'} first)", flush=True)
             steps = [
-                (("ours_cold", lambda: self.ours_whole("cold")), ("theirs_reference", lambda: self.theirs_whole("reference"))),
-                (("ours_warm", lambda: self.ours_whole("warm")), ("theirs_target", lambda: self.theirs_whole("target"))),
+                (("ours_cold", lambda: self.ours_whole("cold")),
+                 ("theirs_reference", lambda: self.theirs_whole("reference"))),
+                (("ours_warm", lambda: self.ours_whole("warm")),
+                 ("theirs_target", lambda: self.theirs_whole("target"))),
                 (("ours_metric", self.ours_metric), ("theirs_metric", self.theirs_metric)),
             ]  # fmt: skip
             for ours, theirs in steps:
                 for key, fn in (ours, theirs) if ours_first else (theirs, ours):
                     t[key].append(fn())
-                    print(f"  {key}: {t[key][-1]:.2f} s", flush=True)
+                    print(f"  {key}: {t[key][-1][0]:.2f} s wall, {t[key][-1][1]:.2f} s CPU", flush=True)
         # the last runs' outputs are checked: ours target/eval_forget10.json (warm run), theirs the logs of the
         # reference run and of the target (the metric wrapper runs their unchanged eval.py: the same logs)
-        t["theirs_cold"] = [a + b for a, b in zip(t["theirs_reference"], t["theirs_target"])]
+        t["theirs_cold"] = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(t["theirs_reference"], t["theirs_target"])]
         return t
 
     def agreement(self) -> list[dict]:
@@ -489,6 +508,15 @@ def tail(path: Path, n: int = 30) -> str:
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
 
 
+def cpu_counters() -> list[int]:
+    """The aggregate ``cpu`` line of /proc/stat (user nice system idle iowait irq softirq steal ...), in ticks."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
 def stats(xs):
     return min(xs), statistics.median(xs), max(xs)
 
@@ -499,8 +527,9 @@ def timing_table(t: dict) -> str:
         return f"{lo:.2f} / **{med:.2f}** / {hi:.2f}"
 
     lines = [
-        "| measurement (seconds: min / **median** / max) | ours | open-unlearning | ratio theirs / ours (medians) |",
-        "|---|---:|---:|---:|",
+        "| measurement (seconds: min / **median** / max) | clock | ours | open-unlearning | ratio theirs / ours "
+        "(medians) |",
+        "|---|---|---:|---:|---:|",
     ]
     spec = [
         ("whole command, target; reference evaluation reused (ours: warm cache; theirs: `retain_logs_path`)",
@@ -510,9 +539,11 @@ def timing_table(t: dict) -> str:
         ("metric work, target only (scoring + generation + metrics; imports and model loading excluded)",
          "ours_metric", "theirs_metric"),
     ]  # fmt: skip
-    for label, o, th in spec:
-        ratio = statistics.median(t[th]) / statistics.median(t[o])
-        lines.append(f"| {label} | {cell(t[o])} | {cell(t[th])} | **{ratio:.2f}×** |")
+    for j, clock in enumerate(("wall", "CPU (user+sys)")):
+        for label, o, th in spec:
+            ours, theirs = [x[j] for x in t[o]], [x[j] for x in t[th]]
+            ratio = statistics.median(theirs) / statistics.median(ours)
+            lines.append(f"| {label} | {clock} | {cell(ours)} | {cell(theirs)} | **{ratio:.2f}×** |")
     return "\n".join(lines)
 
 
@@ -525,7 +556,8 @@ def agreement_table(rows: list[dict]) -> str:
         item = "" if r["item_diff"] is None else f"{r['item_diff']:.2e}"
         mark = ("yes" if r["ok"] else "**no**") if r["shared"] else ("yes" if r["ok"] else "differs (definition)")
         lines.append(
-            f"| {r['model']} | {r['metric']} | {r['ours']:.6g} | {r['theirs']:.6g} | {r['diff']:.2e} | {item} | {mark} |"
+            f"| {r['model']} | {r['metric']} | {r['ours']:.6g} | {r['theirs']:.6g} | {r['diff']:.2e} | {item} "
+            f"| {mark} |"
         )
     return "\n".join(lines)
 
@@ -547,7 +579,9 @@ def machine() -> str:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {os.cpu_count()} cores ({usable} usable){mem}, {platform.system()} {platform.release()}, no GPU used"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({usable} usable){mem}, {platform.system()} {platform.release()}, no GPU used"
+    )
 
 
 def git(path: Path, *args) -> str:
@@ -569,6 +603,24 @@ def versions(python: str) -> str:
     return r.stdout.strip()
 
 
+def pin_deviations(ou: Path, python: str) -> str:
+    """Their requirements.txt pins that their environment does not hold exactly."""
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "out = []\n"
+        "for line in open(sys.argv[1]):\n"
+        "    name, sep, want = line.strip().partition('==')\n"
+        "    if not sep: continue\n"
+        "    try: have = m.version(name)\n"
+        "    except m.PackageNotFoundError: have = 'not installed'\n"
+        "    norm = lambda v: v.split('+')[0].removesuffix('.0')\n"
+        "    if norm(have) != norm(want): out.append(f'{name} {have} (pin {want})')\n"
+        "print(', '.join(out) or 'none')\n"
+    )
+    r = subprocess.run([python, "-c", code, str(ou / "requirements.txt")], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
 def profile_ours(bench: Bench) -> str:
     out = bench.work / "ours_profile.txt"
     args = {
@@ -585,7 +637,7 @@ def main(argv=None):
     p.add_argument("--open_unlearning", required=True, help="Checkout of locuslab/open-unlearning.")
     p.add_argument("--open_unlearning_python", required=True, help="Python of an environment with their requirements.")
     p.add_argument("--run_dir", default=str(ROOT / "runs" / "embedded"),
-                   help="Folder of `llm-unlearn demo` (data/, target/, reference/). (default: runs/embedded)")  # fmt: skip
+                   help="Folder of `llm-unlearn demo` (data, target, reference; default runs/embedded)")  # fmt: skip
     p.add_argument("--workdir", default="/tmp/bench_vs_open_unlearning", help="Scratch folder (replaced).")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=32)
@@ -604,14 +656,20 @@ def main(argv=None):
     bench.setup()
     pc = bench.prompt_check
     print(f"prompt check: {pc['identical_scored']}/{pc['pairs']} scored pairs and {pc['identical_prompts']}/"
-          f"{pc['pairs']} generation prompts tokenize identically; prompt {pc['our_prompt']!r}", flush=True)  # fmt: skip
+          f"{pc['pairs']} generation prompts tokenize identically; prompt {pc['our_prompt']!r}",
+          flush=True)  # fmt: skip
     if pc["identical_scored"] != pc["pairs"] or pc["identical_prompts"] != pc["pairs"]:
         print(f"first difference: {json.dumps(pc['first_diff'])}")
-    load_before = os.getloadavg()
+    load_before, cpu_before = os.getloadavg(), cpu_counters()
     t0 = time.perf_counter()
     times = bench.measure()
     elapsed = time.perf_counter() - t0
-    load_after = os.getloadavg()
+    load_after, cpu_after = os.getloadavg(), cpu_counters()
+    steal = ""
+    if cpu_before and cpu_after:
+        d = [b - a for a, b in zip(cpu_before, cpu_after)]
+        steal = (f"; CPU time stolen by the hypervisor (other guests) {100 * d[7] / max(1, sum(d)):.0f} %, idle "
+                 f"{100 * d[3] / max(1, sum(d)):.0f} %")  # fmt: skip
     rows = bench.agreement()
     profile = profile_ours(bench) if args.profile else None
 
@@ -620,7 +678,7 @@ def main(argv=None):
     timing = timing_table(times)
     agree = agreement_table(rows)
     load = (f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-            f"the {elapsed:.0f} s of measurement on {os.cpu_count()} cores")  # fmt: skip
+            f"the {elapsed:.0f} s of measurement on {os.cpu_count()} cores{steal}")  # fmt: skip
     print()
     print(timing)
     print()
@@ -631,14 +689,17 @@ def main(argv=None):
         print()
         print(profile)
     (bench.work / "results.json").write_text(
-        json.dumps({"times": times, "agreement": rows, "prompt_check": pc, "load": [load_before, load_after]}, indent=1)
+        json.dumps(
+            {"times": times, "agreement": rows, "prompt_check": pc, "load": [load_before, load_after]}, indent=1
+        )
     )
     if args.write_docs:
-        write_docs(bench, argv if argv is not None else sys.argv[1:], date, timing, agree, n_ok, len(shared), load)
+        argv = argv if argv is not None else sys.argv[1:]
+        write_docs(bench, argv, date, timing, agree, n_ok, len(shared), load, profile)
         print(f"written: {DOC}")
 
 
-def write_docs(bench: Bench, argv, date, timing, agree, n_ok, n_shared, load):
+def write_docs(bench: Bench, argv, date, timing, agree, n_ok, n_shared, load, profile=None):
     args = bench.args
     ours_commit = git(ROOT, "rev-parse", "--short=12", "HEAD")
     dirty = " (with uncommitted changes)" if git(ROOT, "status", "--porcelain", "--untracked-files=no") else ""
@@ -648,7 +709,11 @@ def write_docs(bench: Bench, argv, date, timing, agree, n_ok, n_shared, load):
     from llm_unlearn import __version__
 
     command = "python eval/bench_vs_open_unlearning.py " + shlex.join(argv)
-    overrides = [o for o in bench.their_overrides if ".hf_args.path=" not in o and "max_new_tokens=" not in o]
+    overrides = [
+        o.replace("\n", "\\n") + ("    (a newline character)" if "\n" in o else "")
+        for o in bench.their_overrides
+        if ".hf_args.path=" not in o and "max_new_tokens=" not in o
+    ]
     text = f"""# Our TOFU evaluation against open-unlearning's
 
 Measured {date} with
@@ -659,20 +724,26 @@ Measured {date} with
 
 - Machine: {machine()}; {load}.
 - Ours: llm_unlearn {__version__}, commit `{ours_commit}`{dirty}; {versions(sys.executable)}.
-- open-unlearning: commit `{their_commit}` ({their_date}); {versions(bench.ou_python)} (their own environment).
+- open-unlearning: commit `{their_commit}` ({their_date}); {versions(bench.ou_python)} (their own environment;
+  where it departs from their requirements.txt pins: {pin_deviations(bench.ou, bench.ou_python)}).
+  Their `src/eval.py` imports `lm_eval` (their `lm-eval` extra, 0.4.8) and `deepspeed` at start-up, so both are
+  installed there (deepspeed 0.15.4 builds without a GPU with `DS_BUILD_OPS=0 pip install --no-build-isolation`).
 - Models and data: `llm-unlearn demo`'s tiny Llama target and retrained reference (`{bench.run_dir}`), TOFU
   splits forget10_perturbed, retain_perturbed, real_authors_perturbed, world_facts_perturbed and holdout10, on the
   CPU in float32; batch size {args.batch_size}, greedy generation with max_new_tokens {args.max_new_tokens}, for
   both tools. Their metrics: `{args.their_metrics}` ({", ".join(bench.their_metrics)}).
-- Prompt: `{pc['our_prompt']!r}` for both; {pc['identical_scored']}/{pc['pairs']} scored (question, answer) pairs
-  have identical token ids and labels in both tools, and {pc['identical_prompts']}/{pc['pairs']} generation
+- Prompt: `{pc["our_prompt"]!r}` for both; {pc["identical_scored"]}/{pc["pairs"]} scored (question, answer) pairs
+  have identical token ids and labels in both tools, and {pc["identical_prompts"]}/{pc["pairs"]} generation
   prompts identical token ids.
 
 ## Time
 
 Each number is one fresh process (the whole command: process start to exit; metric work: timed inside a wrapper
-process around our `evaluate_qa` and their `Evaluator.evaluate`), {args.repeats} repeats after one untimed
-warm-up of every command, the two tools interleaved.
+process around our `evaluate_qa` and their `Evaluator.evaluate`), {args.repeats} repeat(s) after one untimed
+warm-up of every command, the two tools interleaved. Wall time is what a user waits; CPU time (user + system, of
+the process and its threads; for the whole command from `getrusage` of the child) is less sensitive to other load
+on the machine. Our metric work is timed after importing what `evaluate_qa` imports on first use (`rouge_score`,
+`sklearn.metrics`, `scipy.stats`, the evaluation modules): their modules import all of it before `evaluate`.
 
 {timing}
 
@@ -684,8 +755,12 @@ Markdown report and a plot. Theirs writes its JSON logs.
 {agree}
 
 Shared metrics (probability, truth ratio and ROUGE-L recall per split, model utility, forget quality) agreeing to
-{TOLERANCE:g}: **{n_ok}/{n_shared}**. The other rows are reported by both tools under different definitions
-where they differ (e.g. Min-K% over the answer tokens with or without the EOS).
+{TOLERANCE:g}: **{n_ok}/{n_shared}**; the per-item column is the largest difference over the split's items.
+The other rows are metrics both tools report under definitions that differ in detail, so they agree only where
+the details do not matter (the target's, at 1 or 0): their extraction strength, exact memorization, Min-K% and
+Min-K%++ leave the EOS token out of the answer (ours scores it, as it does for the loss), their extraction
+strength is 1/|y| rather than 0 when even the last token is missed, and their zlib attack compresses the decoded
+answer tokens rather than the answer string.
 
 ## How their run was set up
 
@@ -709,6 +784,17 @@ transformers does not know the class name written by ours).
 Differences that stay: each tool runs on its own pinned stack (transformers and tokenizers versions above); our
 generation also stops at a blank line, theirs only at EOS or the token budget; their default `overwrite: false`
 reuses nothing because every run gets an empty output folder.
+"""
+    if profile:
+        text += f"""
+## Where our metric work goes
+
+`cProfile` of a second `evaluate_model(target, use_cache=False)` in one process (the first call, unprofiled,
+pays the imports), top 25 by cumulative time:
+
+```
+{profile.strip()}
+```
 """
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)

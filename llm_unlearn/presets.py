@@ -269,6 +269,7 @@ def preset_row(name: str, result: dict) -> dict:
         "forget_quality": statistics.median(cal.get("forget_quality_per_reference") or [result["forget_quality"]]),
         "noise_floor": cal.get("noise_floor"),
         "distinguishable": verdict.get("distinguishable"),
+        "status": verdict.get("status"),
         "model_utility": result["model_utility"],
         "min_retention": retention.get("minimum"),
         "worst_component": retention.get("worst"),
@@ -290,9 +291,10 @@ def preset_table(rows: list[dict], meta: dict) -> str:
         "|---|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        verdict = {True: "distinguishable", False: "not distinguishable", None: "–"}[r["distinguishable"]]
-        if r.get("informative") is False:  # the untouched target passes too: the verdict means nothing here
-            verdict = "forget quality not informative here"
+        # read from the tests that see the untouched target (calibration); results without a status: the boolean
+        verdict = (
+            r.get("status") or {True: "distinguishable", False: "not distinguishable", None: "–"}[r["distinguishable"]]
+        )
         ret = "1 (by definition)" if r["model"] == "target" else f"{num(r['min_retention'])} ({r['worst_component']})"
         lines.append(
             f"| {r['model']} | {num(r['forget_quality'])} | {num(r['noise_floor'])} | {verdict} | "
@@ -302,7 +304,7 @@ def preset_table(rows: list[dict], meta: dict) -> str:
     if any(r.get("informative") is False for r in rows):
         lines.append(
             "\nForget quality cannot tell the untouched target from retraining on this data (see each model's "
-            "eval_*.md, Discrimination): read forget probability, ROUGE and the membership-inference AUC instead."
+            "eval_*.md, Discrimination): the verdict reads the tests that can, and is undetermined where none can."
         )
     u = meta["utility"]
     lines.append(

@@ -35,10 +35,10 @@ def test_the_table_reads_the_median_over_references_and_the_worst_component():
     table = preset_table([target, row], meta)
     assert "| npo (LoRA) | 0.2 | 0.9 | distinguishable | 0.5 | 0.8 (retain/x) | 0.25 |" in table
     assert "cannot tell the untouched target" not in table
-    blind = preset_row("npo (LoRA)", _result([0.6], 1.0, True, {"minimum": 0.8, "worst": "retain/x"}))
-    blind["informative"] = False
+    blind = preset_row("npo (LoRA)", _result([0.6], 1.0, None, {"minimum": 0.8, "worst": "retain/x"}))
+    blind["informative"], blind["status"] = False, "undetermined"  # no test sees the target: the headline says so
     table = preset_table([target, blind], meta)
-    assert "| forget quality not informative here |" in table and "cannot tell the untouched target" in table
+    assert "| undetermined |" in table and "cannot tell the untouched target" in table
     assert "| target | 5.5e-09 |" in table and "1 (by definition)" in table
     assert "world_facts 24 kept of 58 known / 81" in table
 

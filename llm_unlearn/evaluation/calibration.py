@@ -14,12 +14,21 @@ turns those caveats into numbers and words that every evaluation carries (``comp
   (``eval/probe_verdict_null.py``). So the verdict's bar is the lower ``FLOOR_QUANTILE`` point of the reference
   pairs' forget quality when the forget items are resampled with replacement (the same items for every model,
   seeded): how low forget quality between retrained models goes on a forget set of this size.
-- **Verdict**: the model is *not distinguishable from retraining at this benchmark's resolution* when its forget
-  quality (the median over the references) is at least 0.05 and at least the resampled floor; otherwise it is
-  distinguishable.
-- **Discrimination**: the untouched target's own forget quality must lie far (100×) below that threshold, else
-  forget quality cannot see the knowledge on this data; the measures whose target–reference gap is large are
-  named instead.
+- **Tests**: three two-sample KS tests of the model's forget items against each reference's, on three per-item
+  statistics: the truth ratio (TOFU's forget quality), the answer's own loss (the answers' test) and the
+  phrasing-matched truth ratio. Each has its bar: with several references ``min(0.05, resampled floor)`` (as low as
+  retrained models get against each other on a forget set of this size), with one reference 0.05.
+- **Discrimination decides which tests count**, by a rule fixed before the model under test is looked at: a test
+  counts when the untouched target lies far (100×) below its bar against every reference. The headline is read
+  from those tests alone and names them, so it cannot contradict the discrimination line; when none counts it is
+  "undetermined".
+- **Verdict of one test**: several references: distinguishable when the model's p-value is below the bar against
+  every reference, not distinguishable when against none, undetermined when they disagree (no median of
+  p-values). One reference (the noise floor unknown): not distinguishable at p ≥ 0.05; distinguishable only at
+  p ≤ √(p_target · 0.05), the geometric midpoint between the untouched target and 0.05 (closer to the target than
+  to retraining's usual range); undetermined in between, where the floor is needed and unknown.
+- **Headline**: distinguishable when a counting test says so (named, with the direction: answers more or less
+  likely than under retraining); not distinguishable when every counting test says so; undetermined otherwise.
 - **Utility retention**: each of the nine utility components of the model divided by the target's, the minimum
   of them, and the components below 90 % of the target's.
 - **Phrasing-matched truth ratio**: TOFU's truth ratio compares the wrong answers with the paraphrase; where the
@@ -67,26 +76,34 @@ def forget_losses(result: Mapping) -> list[float] | None:
     return [it["answer_loss"] for it in items]
 
 
-def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict | None:
-    """The second opinion beside forget quality: the same two-sample KS test, on each forget item's own answer loss
-    instead of its truth ratio, against every reference, with the same floor and bar. The truth ratio compares
-    wrong answers with a paraphrase: a model that makes every answer to a forget question equally unlikely (a
-    regularizer toward the uniform distribution does) keeps truth ratios like the retrained model's while the
-    correct answers have become far less likely than under retraining. That model is not like retraining either
-    (it is over-unlearned, which a membership test can see); this check says so. None where losses are not recorded."""
+def answer_probability(result: Mapping, references: Sequence[Mapping], test: Mapping | None = None) -> dict | None:
+    """The answers' test beside forget quality: the same two-sample KS test, on each forget item's own answer loss
+    instead of its truth ratio, against every reference. The truth ratio compares wrong answers with a paraphrase: a
+    model that makes every answer to a forget question equally unlikely (a regularizer toward the uniform
+    distribution does) keeps truth ratios like the retrained model's while the correct answers have become far
+    less likely than under retraining. That model is not like retraining either (it is over-unlearned, which a
+    membership test can see); this test says so, with the direction. ``test``: its entry of :func:`run_tests`
+    (status and bar, the headline's rule); without it the bar is 0.05 and the per-reference rule of
+    :func:`test_verdict` applies. None where losses are not recorded."""
     losses = forget_losses(result)
     ref_losses = [forget_losses(r) for r in references]
     if losses is None or any(r is None for r in ref_losses):
         return None
-    per = [M.forget_quality(losses, r) for r in ref_losses]
-    p_median = statistics.median(per)
-    floor, _ = noise_floor(references, forget_losses)
-    floor_low = resampled_floor(ref_losses)
-    judged = verdict(p_median, floor, floor_low)
+    if test is None:
+        floor_low = resampled_floor(ref_losses)
+        per = [M.forget_quality(losses, r) for r in ref_losses]
+        bar = _bar(len(ref_losses), floor_low)
+        status, _ = test_verdict(per, bar, None)
+        floor = min((M.forget_quality(a, b) for a, b in itertools.combinations(ref_losses, 2)), default=None)
+    else:
+        per, bar, status = test["p_per_reference"], test["bar"], test["status"]
+        floor, floor_low = test["noise_floor"], test["noise_floor_resampled"]
     prob = statistics.median(math.exp(-x) for x in losses)
     ref_prob = statistics.median(math.exp(-x) for r in ref_losses for x in r)
-    if not judged["distinguishable"]:
+    if status == NOT_DISTINGUISHABLE:
         reading = "not distinguishable from retraining by this test"
+    elif status == UNDETERMINED:
+        reading = "undetermined (the references disagree, or one reference leaves the noise floor unknown)"
     elif prob < ref_prob:
         reading = (
             "distinguishable: the model finds the forget answers LESS likely than the retrained model does "
@@ -95,19 +112,20 @@ def answer_probability(result: Mapping, references: Sequence[Mapping]) -> dict |
     else:
         reading = "distinguishable: the model finds the forget answers MORE likely than the retrained model does"
     text = (
-        f"forget answers' own probability (the KS test of forget quality on per-item answer loss): p = "
-        f"{p_median:.3g} against the bar {judged['threshold']:.3g}"
+        f"forget answers' own probability (the KS test of forget quality on per-item answer loss): {_p_text(per)} "
+        f"against the bar {bar:.3g}"
         + ("" if floor is None else f" (floor {floor:.3g})")
         + f", median probability {prob:.3g} vs {ref_prob:.3g} under retraining: {reading}"
     )
     return {
         "p_per_reference": per,
-        "p_median": p_median,
+        "p_median": statistics.median(per),
         "noise_floor": floor,
         "noise_floor_resampled": floor_low,
-        "threshold": judged["threshold"],
-        "distinguishable": judged["distinguishable"],
-        "over_unlearned": judged["distinguishable"] and prob < ref_prob,
+        "threshold": bar,
+        "status": status,
+        "distinguishable": {DISTINGUISHABLE: True, NOT_DISTINGUISHABLE: False, UNDETERMINED: None}[status],
+        "over_unlearned": status == DISTINGUISHABLE and prob < ref_prob,
         "median_probability": prob,
         "reference_median_probability": ref_prob,
         "text": text,
@@ -152,31 +170,6 @@ def resampled_floor(
                 by_statistic[d] = M.forget_quality(x, y)
             values.append(by_statistic[d])
     return float(np.quantile(values, FLOOR_QUANTILE))
-
-
-def verdict(forget_quality: float, floor: float | None, floor_low: float | None = None) -> dict:
-    """Whether ``forget_quality`` (the median over references) tells the model from retraining: the bar is 0.05 or
-    the resampled floor ``floor_low`` (the observed ``floor`` where no resampled one is given), whichever is higher."""
-    bar_floor = floor if floor_low is None else floor_low
-    threshold = FQ_THRESHOLD if bar_floor is None else max(FQ_THRESHOLD, bar_floor)
-    close = forget_quality >= threshold
-    if floor is None:
-        floor_text = "the noise floor is unknown (one reference: train a second with `finetune --data_seed`)"
-    elif floor_low is None:
-        floor_text = f"noise floor {floor:.3g}"
-    else:
-        floor_text = (
-            f"noise floor {floor:.3g}, resampled {100 * FLOOR_QUANTILE:.0f} % bound {floor_low:.3g}: retrained "
-            "models get down to it on a forget set of this size"
-        )
-    if close:
-        text = (
-            f"not distinguishable from retraining at this benchmark's resolution (forget quality {forget_quality:.3g}"
-            f" ≥ {threshold:.3g}; {floor_text})"
-        )
-    else:
-        text = f"distinguishable from retraining (forget quality {forget_quality:.3g} < {threshold:.3g}; {floor_text})"
-    return {"distinguishable": not close, "threshold": threshold, "text": text}
 
 
 def discrimination(
@@ -317,7 +310,8 @@ def phrasing_matched(
     pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ratios, 2)]
     floor = min(pairs) if pairs else None
     floor_low = resampled_floor(ratios)
-    target_fq = None if target is None else M.forget_quality(matched_ratios(target, choice), ratios[0])
+    target_p = None if target is None else [M.forget_quality(matched_ratios(target, choice), r) for r in ratios]
+    target_fq = None if target_p is None else target_p[0]
     std_disc = standard.get("discrimination") or {}
     strengths = {
         "standard": _strength(std_disc.get("target_forget_quality"), standard.get("noise_floor")),
@@ -336,7 +330,7 @@ def phrasing_matched(
         "forget_quality_median": statistics.median(fqs),
         "noise_floor": floor,
         "noise_floor_resampled": floor_low,
-        "verdict": verdict(statistics.median(fqs), floor, floor_low),
+        "status": test_verdict(fqs, _bar(len(ratios), floor_low), target_p)[0],
         "target_forget_quality": target_fq,
         "discrimination_strength": strengths,
         "discriminates_better": better,
@@ -351,10 +345,14 @@ def calibrate(
     forget_rows: Sequence[Mapping] | None = None,
 ) -> dict:
     """Everything this module reports, for one QA evaluation against one or more references (``forget_rows``, the
-    forget split's items, add the phrasing-matched variant)."""
+    forget split's items, add the phrasing-matched test and its section)."""
     fqs = [M.forget_quality(forget_ratios(result), forget_ratios(r)) for r in references]
     floor, pairs = noise_floor(references)
     floor_low = resampled_floor([forget_ratios(r) for r in references])
+    tests = run_tests(result, references, target, test_statistics(forget_rows))
+    answers = answer_probability(result, references, tests.get("answers"))
+    verdict_ = headline(tests, answers, target_known=target is not None)
+    verdict_["threshold"] = tests["forget_quality"]["bar"]  # forget quality's bar (tune scores against it)
     out = {
         "references": [r["model"] for r in references],
         "forget_quality_per_reference": fqs,
@@ -362,17 +360,23 @@ def calibrate(
         "noise_floor": floor,
         "noise_floor_resampled": floor_low,
         "noise_floor_pairs": pairs,
-        "verdict": verdict(statistics.median(fqs), floor, floor_low),
-        "answer_probability": answer_probability(result, references),
+        "tests": tests,
+        "verdict": verdict_,
+        "answer_probability": answers,
     }
     if target is not None:
         from .evaluator import compare
 
         against = compare(target, references[0])  # the target's headline numbers next to the reference's
         target_fq = against["forget_quality"]
-        out["discrimination"] = discrimination(
-            target_fq, floor, against["summary"], against["reference_summary"], floor_low
-        )
+        disc = discrimination(target_fq, floor, against["summary"], against["reference_summary"], floor_low)
+        disc["informative"] = bool(tests["forget_quality"]["discriminates"])  # forget quality itself counts
+        disc["counting_tests"] = [n for n, t in tests.items() if t["discriminates"]]
+        disc["text"] = discrimination_line(tests)
+        if not disc["counting_tests"] and disc["discriminating_measures"]:
+            named = ", ".join(f"{m['label']} ({m['gap']:+.2f})" for m in disc["discriminating_measures"])
+            disc["text"] += f"; measures whose target-reference gap is large: {named}"
+        out["discrimination"] = disc
         out["target"] = target["model"]
         out["target_is_model"] = target_is_model
         out["utility_retention"] = None if target_is_model else utility_retention(result, target)
@@ -385,20 +389,20 @@ def calibrate(
 
 
 def calibration_lines(calibration: Mapping | None) -> list[str]:
-    """Plain-language lines for consoles and reports."""
+    """Plain-language lines for consoles and reports: the verdict first, then what it rests on."""
     if not calibration:
         return []
     lines = [f"Verdict: {calibration['verdict']['text']}."]
-    ap = calibration.get("answer_probability")
-    if ap:
-        lines.append(f"Second opinion, the {ap['text']}.")
-    if len(calibration["references"]) > 1:
-        per = ", ".join(f"{q:.3g}" for q in calibration["forget_quality_per_reference"])
-        lines.append(f"Forget quality against each of the {len(calibration['references'])} references: {per}.")
     if calibration.get("discrimination"):
         lines.append(f"Discrimination: {calibration['discrimination']['text']}.")
     else:
         lines.append("Discrimination: unknown (the untouched target was not evaluated; pass --target).")
+    ap = calibration.get("answer_probability")
+    if ap:
+        lines.append(f"The answers' test, the {ap['text']}.")
+    if len(calibration["references"]) > 1:
+        per = ", ".join(f"{q:.3g}" for q in calibration["forget_quality_per_reference"])
+        lines.append(f"Forget quality against each of the {len(calibration['references'])} references: {per}.")
     if calibration.get("utility_retention"):
         lines.append(f"Utility: {calibration['utility_retention']['text']}.")
     elif calibration.get("target_is_model"):
@@ -413,7 +417,138 @@ def calibration_lines(calibration: Mapping | None) -> list[str]:
         target = "" if pm["target_forget_quality"] is None else f", untouched target {pm['target_forget_quality']:.3g}"
         lines.append(
             f"Phrasing-matched truth ratio (wrong answers against the correct answer in their own phrasing): forget "
-            f"quality {pm['forget_quality_median']:.3g}, noise floor {floor}{target}; discriminates better: "
-            f"{pm['discriminates_better'].replace('_', '-')}."
+            f"quality {pm['forget_quality_median']:.3g}, noise floor {floor}{target}."
         )
     return lines
+
+
+# --- the headline: tests chosen by discrimination, per-reference agreement -----------------------------------------
+
+TEST_LABELS = {
+    "forget_quality": "forget quality",
+    "answers": "the answers' test",
+    "phrasing_matched": "phrasing-matched forget quality",
+}
+DISTINGUISHABLE, NOT_DISTINGUISHABLE, UNDETERMINED = "distinguishable", "not distinguishable", "undetermined"
+
+
+def test_statistics(forget_rows: Sequence[Mapping] | None = None) -> dict:
+    """The per-item statistic of each test: name -> function(result) -> list (or None where not recorded)."""
+    tests = {"forget_quality": forget_ratios, "answers": forget_losses}
+    if forget_rows is not None:
+        choice = phrasing_choice(forget_rows)
+        tests["phrasing_matched"] = lambda r: matched_ratios(r, choice)
+    return tests
+
+
+def _bar(n_refs: int, floor_low: float | None) -> float:
+    """A test's bar: 0.05, lowered to the resampled floor where retrained models themselves get lower."""
+    return FQ_THRESHOLD if n_refs < 2 or floor_low is None else min(FQ_THRESHOLD, floor_low)
+
+
+def test_verdict(p: Sequence[float], bar: float, target_p: Sequence[float] | None) -> tuple[str, float | None]:
+    """(status, the bar a p-value must pass to be distinguishable) of one test for the model under test.
+
+    Several references: distinguishable when p < bar against every reference, not distinguishable when against
+    none, undetermined when they disagree. One reference: the noise floor is unknown, so the bar of a claim of
+    difference is the geometric midpoint between the untouched target's p and 0.05 (undetermined between it and
+    0.05; without the target, undetermined below 0.05)."""
+    if len(p) >= 2:
+        below = [x < bar for x in p]
+        return (DISTINGUISHABLE if all(below) else NOT_DISTINGUISHABLE if not any(below) else UNDETERMINED), bar
+    (x,) = p
+    if x >= FQ_THRESHOLD:
+        return NOT_DISTINGUISHABLE, None
+    if not target_p:
+        return UNDETERMINED, None
+    mid = math.sqrt(max(target_p[0], 1e-300) * FQ_THRESHOLD)
+    return (DISTINGUISHABLE if x <= mid else UNDETERMINED), mid
+
+
+def run_tests(result: Mapping, references: Sequence[Mapping], target: Mapping | None, tests: Mapping) -> dict:
+    """Every test's p-values (against each reference), floors, bar, discrimination and verdict."""
+    out = {}
+    for name, values in tests.items():
+        mine, refs = values(result), [values(r) for r in references]
+        if mine is None or any(r is None for r in refs):
+            continue
+        floor = min((M.forget_quality(a, b) for a, b in itertools.combinations(refs, 2)), default=None)
+        floor_low = resampled_floor(refs)
+        bar = _bar(len(refs), floor_low)
+        target_values = None if target is None else values(target)
+        target_p = None if target_values is None else [M.forget_quality(target_values, r) for r in refs]
+        counts = None if target_p is None else all(t <= bar / DISCRIMINATION_FACTOR for t in target_p)
+        p = [M.forget_quality(mine, r) for r in refs]
+        status, claim_bar = test_verdict(p, bar, target_p)
+        out[name] = {
+            "label": TEST_LABELS[name],
+            "p_per_reference": p,
+            "noise_floor": floor,
+            "noise_floor_resampled": floor_low,
+            "bar": bar,
+            "claim_bar": claim_bar,
+            "target_p_per_reference": target_p,
+            "discriminates": counts,
+            "status": status,
+        }
+    return out
+
+
+def _p_text(ps: Sequence[float]) -> str:
+    return "p " + " / ".join(f"{x:.2g}" for x in ps)
+
+
+def headline(tests: Mapping[str, Mapping], answers: Mapping | None = None, target_known: bool = True) -> dict:
+    """The one verdict: read from the tests that discriminate on this data (all tests when the untouched target is
+    unknown, said so), naming them; ``distinguishable`` is True, False or None (undetermined)."""
+    counting = [n for n, t in tests.items() if t["discriminates"]] if target_known else list(tests)
+    if not counting:
+        reason = (
+            "no test tells the untouched target from retraining on this data"
+            if tests
+            else "no test could be computed (the evaluations lack per-item values)"
+        )
+        return {"status": UNDETERMINED, "distinguishable": None, "tests": [], "text": f"undetermined: {reason}"}
+    by = {s: [n for n in counting if tests[n]["status"] == s] for s in (DISTINGUISHABLE, UNDETERMINED)}
+    if by[DISTINGUISHABLE]:
+        status, named = DISTINGUISHABLE, by[DISTINGUISHABLE]
+    elif by[UNDETERMINED]:
+        status, named = UNDETERMINED, by[UNDETERMINED]
+    else:
+        status, named = NOT_DISTINGUISHABLE, counting
+    detail = "; ".join(f"{tests[n]['label']} {_p_text(tests[n]['p_per_reference'])}" for n in named)
+    text = {
+        DISTINGUISHABLE: f"distinguishable from retraining by {detail}",
+        NOT_DISTINGUISHABLE: f"not distinguishable from retraining at this benchmark's resolution ({detail})",
+        UNDETERMINED: f"undetermined: {detail} between the bars (one reference: train a replica with "
+        "`finetune --data_seed` for the noise floor)"
+        if all(len(tests[n]["p_per_reference"]) == 1 for n in named)
+        else f"undetermined: the references disagree ({detail})",
+    }[status]
+    if status == DISTINGUISHABLE and answers and "answers" in tests:
+        more = answers["median_probability"] > answers["reference_median_probability"]
+        text += (
+            "; the forget answers are MORE likely than under retraining (under-unlearned)"
+            if more
+            else "; the forget answers are LESS likely than under retraining (over-unlearned)"
+        )
+    if not target_known:
+        text += " (which tests discriminate here is unknown: pass --target)"
+    return {
+        "status": status,
+        "distinguishable": {DISTINGUISHABLE: True, NOT_DISTINGUISHABLE: False, UNDETERMINED: None}[status],
+        "tests": named,
+        "text": text,
+    }
+
+
+def discrimination_line(tests: Mapping[str, Mapping]) -> str:
+    """Which tests tell the untouched target from retraining here (the same rule the headline reads)."""
+    yes = [f"{t['label']} (target {_p_text(t['target_p_per_reference'])} vs bar {t['bar']:.2g})"
+           for t in tests.values() if t["discriminates"]]  # fmt: skip
+    no = [f"{t['label']} (target {_p_text(t['target_p_per_reference'])})"
+          for t in tests.values() if t["discriminates"] is False]  # fmt: skip
+    text = "tests that tell the untouched target from retraining here: " + (", ".join(yes) or "none")
+    if no:
+        text += "; not informative here: " + ", ".join(no)
+    return text

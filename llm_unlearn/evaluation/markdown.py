@@ -69,12 +69,9 @@ def plain_reading(compared: Mapping, cis: Mapping[str, Mapping[str, Interval | N
     fq = s.get("forget_quality")
     cal = compared.get("calibration")
     if fq is not None and cal:  # the calibrated reading: against the noise floor, and only where FQ can see anything
-        parts.append(f"Forget quality is {fq:.2g}: the model is {cal['verdict']['text']}.")
-        if cal.get("discrimination") and not cal["discrimination"]["informative"]:
-            parts.append(f"But {cal['discrimination']['text']}.")
-        ap = cal.get("answer_probability")
-        if ap and ap["distinguishable"] and not cal["verdict"]["distinguishable"]:
-            parts.append(f"But the {ap['text']}.")
+        parts.append(f"Verdict: the model is {cal['verdict']['text']} (forget quality {fq:.2g}).")
+        if cal.get("discrimination"):  # what the verdict rests on: the tests that see the untouched target here
+            parts.append(f"The verdict reads only the {cal['discrimination']['text']}.")
     elif fq is not None:
         n = len(_split_items(compared, "forget") or [])
         if fq > FQ_THRESHOLD:

@@ -168,6 +168,7 @@ def step_summary(k: int, request: dict, out: Path, compared: dict) -> dict:
         "bar": (cal.get("verdict") or {}).get("threshold"),
         "distinguishable": (cal.get("verdict") or {}).get("distinguishable"),
         "verdict": (cal.get("verdict") or {}).get("text"),
+        "status": (cal.get("verdict") or {}).get("status"),
         "model_utility": compared["model_utility"],
         "min_utility_retention": retention.get("minimum"),
         "worst_component": retention.get("worst"),
@@ -181,6 +182,8 @@ def sequential_markdown(summary: dict) -> str:
         return "–" if x is None else f"{x:.3g}"
 
     def verdict(s):
+        if s.get("status"):
+            return s["status"]
         d = s.get("distinguishable")
         return "–" if d is None else ("distinguishable" if d else "not distinguishable")
 
