@@ -195,8 +195,8 @@ def run_grid(names, splits, seeds, work: Path) -> dict:
 
 def print_tables(results: dict) -> None:
     print(
-        "\n| split | method | forget quality (median over references) | noise floor (verdict's bar) | "
-        "not distinguishable | answers' probability: not distinguishable (over-unlearned) | "
+        "\n| split | method | forget quality (median over references) | noise floor (forget quality's bar) | "
+        "verdict: not distinguishable / undetermined | answers' test: not distinguishable (over-unlearned) | "
         "model utility | min retention | PrivLeak % |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     for split, res in results.items():
@@ -210,9 +210,10 @@ def print_tables(results: dict) -> None:
         for name, runs in res["runs"].items():
             cals = [c["calibration"] for c, _ in runs]
             close = sum(cal["verdict"]["distinguishable"] is False for cal in cals)
+            open_ = sum(cal["verdict"]["distinguishable"] is None for cal in cals)
             print(
                 f"| {split} | {name} | {_fmt([cal['forget_quality_median'] for cal in cals], clip=(0, 1))} | "
-                f"{floor} | {close}/{len(runs)} | {_answers(cals)} | "
+                f"{floor} | {close}/{len(runs)} / {open_} | {_answers(cals)} | "
                 f"{_fmt([c['model_utility'] for c, _ in runs], '.3f')} | "
                 f"{_fmt([cal['utility_retention']['minimum'] for cal in cals], '.3f')} | "
                 f"{_fmt([c['summary'].get('privleak', float('nan')) for c, _ in runs], '+.1f')} |"
@@ -225,7 +226,7 @@ def _answers(cals) -> str:
     aps = [cal.get("answer_probability") for cal in cals]
     if any(ap is None for ap in aps):
         return "–"
-    close = sum(not ap["distinguishable"] for ap in aps)
+    close = sum(ap["distinguishable"] is False for ap in aps)
     return f"{close}/{len(aps)} ({sum(ap['over_unlearned'] for ap in aps)})"
 
 
@@ -282,7 +283,7 @@ def claims(results: dict, grid: dict | None) -> list[tuple[str, str, bool | None
         kept = [c["calibration"]["utility_retention"]["minimum"] >= RETENTION_GOAL for _, c in runs]
         both = sum(a and b for a, b in zip(close, kept))
         aps = [c["calibration"].get("answer_probability") for _, c in runs]
-        answers = [ap is not None and not ap["distinguishable"] for ap in aps]
+        answers = [ap is not None and ap["distinguishable"] is False for ap in aps]
         over = sum(ap is not None and ap["over_unlearned"] for ap in aps)
         strict = sum(a and b and x for a, b, x in zip(close, kept, answers))
         out.append(

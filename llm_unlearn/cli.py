@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SynthConfig.FAMILIES,
         default="authors",
         help="Benchmark family: authors (default) is the benchmark results are reported on; inventors is the "
-        "development benchmark, used only for tuning recipes (`llm-unlearn tune`).",
+        "development benchmark, used only for tuning recipes (`llm-unlearn tune`); ships is the checking benchmark, "
+        "used only to check the verdict and the recipes (never tuned on, never reported in method tables).",
     )
     synth.set_defaults(func=cmd_data_synth)
     text = dsub.add_parser(

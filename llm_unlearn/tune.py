@@ -147,6 +147,11 @@ class TuneConfig:
                 "--family authors is the benchmark results are reported on: recipes are tuned on the development "
                 "family (--family inventors), so that no reported number comes from data it was tuned on"
             )
+        if self.family == "ships":
+            raise ValueError(
+                "--family ships is the checking benchmark (the verdict and the recipes are checked there, never tuned "
+                "there): tune on --family inventors"
+            )
         if self.n_trials < 1:
             raise ValueError(f"--n_trials must be at least 1, got {self.n_trials}")
         if self.objective not in OBJECTIVES:

@@ -15,7 +15,9 @@ know, as a pretrained model knows real authors), so ``full`` is exactly ``forget
 
 This is the family results are reported on. ``SynthConfig(family="inventors")`` gives the development family of
 :mod:`llm_unlearn.data.synth_dev` instead (fictitious inventors, other templates, two trained phrasings per fact),
-used only for tuning recipes (``llm-unlearn tune``), so that no recipe is tuned on the data it is reported on.
+used only for tuning recipes (``llm-unlearn tune``), so that no recipe is tuned on the data it is reported on;
+``family="ships"`` the checking family of :mod:`llm_unlearn.data.synth_ships` (fictitious merchant ships), used only
+to check the verdict and the recipes on data neither was built or tuned on.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class SynthConfig:
             ``n_authors`` counts inventors, ``n_classic_authors`` classic inventors and ``n_countries`` regions).
     """
 
-    FAMILIES: ClassVar[tuple[str, ...]] = ("authors", "inventors")
+    FAMILIES: ClassVar[tuple[str, ...]] = ("authors", "inventors", "ships")
 
     n_authors: int = 60
     n_perturbed: int = 5
@@ -294,6 +296,10 @@ def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
         from .synth_dev import generate_dev
 
         return generate_dev(cfg)
+    if cfg.family == "ships":
+        from .synth_ships import generate_ships
+
+        return generate_ships(cfg)
     rng = random.Random(cfg.seed)
     names = _Names(rng)
     world = {
