@@ -547,7 +547,7 @@ def _calibration_lines(eval_result: dict) -> list[str]:
     head = (
         f"Noise floor of forget quality (between {len(cal['references'])} retrained references): {floor:.3g}"
         + (
-            f"; resampled 5 % bound (the verdict's bar): {cal['noise_floor_resampled']:.3g}."
+            f"; resampled 5 % bound {cal['noise_floor_resampled']:.3g} (the bar: the lower of it and 0.05)."
             if cal.get("noise_floor_resampled") is not None
             else "."
         )

@@ -447,6 +447,7 @@ def run(cfg, trainer_cls) -> Path:
     checkpoint = _resume_request(cfg, stage)
     stage.check()
     forget_rows, retain_rows, tokenizer, formatter = load_inputs(cfg, trainer_cls)
+    dose_rows = load_dose_holdout(cfg)  # validated before any model is loaded
     with cfg.main_process_first(desc="staging the output folder"):
         if cfg.process_index == 0:
             stage.begin()
@@ -455,7 +456,7 @@ def run(cfg, trainer_cls) -> Path:
     hub_token, cfg.hub_token = cfg.hub_token, None
     cfg.output_dir = str(stage.staging)
     try:
-        record = _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint)
+        record = _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint, dose_rows)
     except BaseException as e:
         cfg.output_dir, cfg.hub_token = str(final), hub_token
         if cfg.process_index == 0:
@@ -497,7 +498,20 @@ def _write_outputs(folder: Path, record: dict, cfg) -> None:
     atomic_write_text(folder / RESOLVED_CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=True))
 
 
-def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint) -> dict:
+def load_dose_holdout(cfg) -> list[dict] | None:
+    """The dosing half of the never-seen split that self-dosing compares the forget items with (None when off)."""
+    if not cfg.dose_every:
+        return None
+    from .data.loading import load_split
+    from .data.schema import BenchmarkSplits
+    from .trainers.dosing import holdout_halves
+
+    split = cfg.dose_holdout_split or BenchmarkSplits.from_forget(cfg.forget_split).holdout
+    dosing, _ = holdout_halves(load_split(cfg.data, split))
+    return dosing
+
+
+def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, checkpoint, dose_rows=None) -> dict:
     """Build the model, dataset and trainer, train (from ``checkpoint`` when resuming), save into
     ``cfg.output_dir`` (the staging folder); returns the record."""
     import time
@@ -532,6 +546,12 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
             ref_model=ref_model,
             selection=selection,
         )
+        dose = None
+        if dose_rows is not None:
+            from .trainers.dosing import DoseCallback
+
+            dose = DoseCallback(cfg, formatter, forget_rows, retain_rows, dose_rows)
+            trainer.add_callback(dose)
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - start
@@ -567,6 +587,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         "train_seconds": seconds,
         "step_seconds": [round(t, 6) for t in trainer.step_seconds],
         "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "dosing": None if dose is None else dose.record(),
         "selection": None if selection is None else {"selected_fraction": selection.selected_fraction},
         "lora_target_modules": lora_targets,
         "adapter": bool(cfg.use_peft and not cfg.merge_adapter),

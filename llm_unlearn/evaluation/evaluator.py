@@ -90,6 +90,13 @@ class EvalConfig:
             "(512MB, 2GiB)."
         },
     )
+    holdout_half: str = field(
+        default="all",
+        metadata={
+            "help": "all, or evaluation: only the evaluation half of the holdout split (the other half served "
+            "self-dosing; chosen by itself for a run unlearned with --dose_every)."
+        },
+    )
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     torch_dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
@@ -112,6 +119,8 @@ class EvalConfig:
 
         self.max_scoring_memory = parse_memory_size(self.max_scoring_memory)
         self.device, self.torch_dtype = check_device(self.device), check_dtype(self.torch_dtype)
+        if self.holdout_half not in ("all", "evaluation"):
+            raise ValueError(f"--holdout_half must be all or evaluation, got {self.holdout_half!r}")
 
     def runtime(self):
         """``(torch.device, dtype)`` of this evaluation, from the one resolver (``llm_unlearn.devices``)."""
@@ -143,6 +152,10 @@ def load_eval_data(data: str, cfg: EvalConfig | str) -> dict[str, list[dict]]:
     holdout = cfg.holdout_split
     try:
         out[HOLDOUT] = load_split(data, holdout)
+        if cfg.holdout_half == "evaluation":  # the dosing half steered unlearning: never report on it
+            from ..trainers.dosing import holdout_halves
+
+            out[HOLDOUT] = holdout_halves(out[HOLDOUT])[1]
     except DataValidationError as e:
         logger.warning(
             "no usable %s split (%s): membership-inference metrics are left out of this evaluation", holdout, e

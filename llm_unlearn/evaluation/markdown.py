@@ -168,7 +168,7 @@ def _calibration_section(compared: Mapping) -> list[str]:
         + (
             f"noise floor {floor:.3g} (forget quality between the references themselves"
             + (
-                f"; {cal['noise_floor_resampled']:.3g} at its resampled 5 % bound, the verdict's bar"
+                f"; {cal['noise_floor_resampled']:.3g} at its resampled 5 % bound (the bar: the lower of it and 0.05)"
                 if cal.get("noise_floor_resampled") is not None
                 else ""
             )

@@ -8,6 +8,7 @@ evaluation, which must be of the same data and forget split), the output file's 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ..modeling import find_gguf, resolve_model_source
@@ -15,6 +16,8 @@ from ..runs import atomic_write_json, check_output_location, staged_files
 from ..validation import check_model_source
 from .evaluator import RESULT_KIND, compare, data_fingerprint, evaluate_model, load_eval_data, load_result
 from .sharding import is_main_process
+
+logger = logging.getLogger(__name__)
 
 
 def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg, flag: str = "--reference") -> None:
@@ -111,6 +114,14 @@ def _load_or_evaluate(path: Path, data: str, cfg, eval_data: dict, use_cache: bo
     return evaluate_model(path, data, cfg, use_cache=use_cache, data=eval_data)
 
 
+def _dosed(model: str) -> bool:
+    """Whether the model folder is an unlearning run that stopped by self-dosing (its record says)."""
+    try:
+        return bool(json.loads((Path(model) / "unlearn_record.json").read_text()).get("dosing"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run_eval(
     model: str,
     reference: str | list[str],
@@ -146,6 +157,11 @@ def run_eval(
         if Path(ref).resolve() != Path(model).resolve():
             guarded[f"reference {ref}" if i else "reference"] = ref
     check_output_location(out, guarded, flag="output")
+    if cfg.data_format == "qa" and cfg.holdout_half == "all" and _dosed(model):
+        logger.info(
+            "%s was unlearned with self-dosing: membership inference uses the holdout's evaluation half", model
+        )
+        cfg.holdout_half = "evaluation"  # for the model, the references and the target alike (same items)
     eval_data = load_eval_data(data, cfg)  # validated before any model is loaded
     saved = [(r, "--reference") for r in references] + ([(target, "--target")] if target else [])
     for path, flag in saved:  # saved evaluations are checked before any model is evaluated

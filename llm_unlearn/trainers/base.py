@@ -145,6 +145,31 @@ class UnlearnConfig(TrainingArguments):
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (tensorboard, wandb)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep nested forget/retain batches."})
 
+    dose_every: int = field(
+        default=0,
+        metadata={
+            "help": "Self-dosing: every this many optimizer steps compare the forget items with never-seen items "
+            "(the dosing half of the holdout split) and stop when they look alike, when the forget items become less "
+            "likely than never-seen ones, or when the retain probe loses utility (see llm_unlearn.trainers.dosing); "
+            "max_steps is then an upper bound. 0 = off: a fixed step count."
+        },
+    )
+    dose_tolerance: float = field(
+        default=0.1, metadata={"help": "Self-dosing: stop once the KS p-value of forget vs holdout losses reaches it."}
+    )
+    dose_retain_guard: float = field(
+        default=0.05,
+        metadata={"help": "Self-dosing: stop when the retain probe's mean probability falls by this fraction."},
+    )
+    dose_items: int = field(default=64, metadata={"help": "Self-dosing: items per probe (forget, holdout, retain)."})
+    dose_holdout_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Self-dosing: the never-seen split whose dosing half is compared (default: the holdoutXX of "
+            "forget_split); evaluations of the run report on its other half."
+        },
+    )
+
     # ``device`` is a property of TrainingArguments (the device the Trainer runs on): the request is ``run_device``,
     # spelled ``--device`` on the command line and ``device:`` in a recipe.
     run_device: str = field(default="auto", metadata={"help": DEVICE_HELP, "aliases": ["--device"]})
@@ -202,6 +227,14 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError("--gamma and --alpha must be non-negative")
         if self.merge_adapter and not self.use_peft:
             raise ValueError("--merge_adapter only applies with --use_peft")
+        if self.dose_every < 0 or self.dose_items < 2:
+            raise ValueError("--dose_every must be >= 0 (0: off) and --dose_items >= 2")
+        if not 0.0 < self.dose_tolerance <= 1.0 or not 0.0 <= self.dose_retain_guard < 1.0:
+            raise ValueError("--dose_tolerance must be in (0, 1] and --dose_retain_guard in [0, 1)")
+        if self.dose_every and self.data_format != "qa":
+            raise ValueError(
+                "self-dosing (--dose_every) compares QA items with a holdout split: --data_format qa only"
+            )
 
     @property
     def n_gpu(self) -> int:
