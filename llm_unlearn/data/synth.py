@@ -208,13 +208,13 @@ class SynthConfig:
 class _Names:
     """Unique pronounceable names drawn from syllables."""
 
-    def __init__(self, rng: random.Random):
-        self.rng = rng
+    def __init__(self, rng: random.Random, syllables: tuple[str, ...] = _SYLLABLES):
+        self.rng, self.syllables = rng, syllables
         self.used: set[str] = set()
 
     def word(self, n_syllables: int, suffix: str = "") -> str:
         for _ in range(10_000):
-            w = ("".join(self.rng.choice(_SYLLABLES) for _ in range(n_syllables)) + suffix).capitalize()
+            w = ("".join(self.rng.choice(self.syllables) for _ in range(n_syllables)) + suffix).capitalize()
             if w not in self.used:
                 self.used.add(w)
                 return w
@@ -240,11 +240,15 @@ def _author_profile(names: _Names, world: dict, rng: random.Random) -> dict:
     return {"name": names.person(), **{a: sample(rng, world) for a, sample in _SAMPLERS.items()}}
 
 
-def _wrong_values(attribute: str, true: dict, k: int, world: dict, rng: random.Random) -> list[dict]:
-    """k distinct values of the attribute, each different from the true one in every slot."""
+def _wrong_values(
+    attribute: str, true: dict, k: int, world: dict, rng: random.Random, samplers: dict | None = None
+) -> list[dict]:
+    """k distinct values of the attribute (drawn by ``samplers``, default this family's), each different from the true
+    one in every slot."""
+    sample = (samplers or _SAMPLERS)[attribute]
     out: list[dict] = []
     for _ in range(10_000):
-        v = _SAMPLERS[attribute](rng, world)
+        v = sample(rng, world)
         if all(v[s] != true[s] for s in true) and v not in out:
             out.append(v)
             if len(out) == k:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 
-from .synth import SynthConfig, _choice_items, assemble_splits, forget_counts
+from .synth import SynthConfig, _choice_items, _Names, _wrong_values, assemble_splits, forget_counts
 
 _SYLLABLES = ("vor", "an", "el", "tis", "mar", "ku", "sen", "od", "ra", "lun", "bre", "ix", "ol", "dav", "em", "sto")
 _HARBOUR_SUFFIX = ("mouth", "haven", "sund", "wick", "strand", "ness", "firth", "quay")
@@ -119,24 +119,6 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-class _ShipNames:
-    """Unique names from this family's own syllables."""
-
-    def __init__(self, rng: random.Random):
-        self.rng, self.used = rng, set()
-
-    def word(self, n: int, suffix: str = "") -> str:
-        for _ in range(10_000):
-            w = ("".join(self.rng.choice(_SYLLABLES) for _ in range(n)) + suffix).capitalize()
-            if w not in self.used:
-                self.used.add(w)
-                return w
-        raise RuntimeError("ran out of unique names; lower the benchmark size")
-
-    def person(self) -> str:
-        return f"{self.word(2)} {self.word(2)}"
-
-
 _SAMPLERS = {
     "harbour": lambda rng, w: {"harbour": rng.choice(w["harbours"])},
     "launch": lambda rng, w: {"month": rng.choice(_MONTHS), "year": str(rng.randint(1841, 1912))},
@@ -150,18 +132,6 @@ _SAMPLERS = {
 assert set(_SAMPLERS) == set(TEMPLATES)
 
 
-def _wrong_values(attribute: str, true: dict, k: int, world: dict, rng: random.Random) -> list[dict]:
-    """k distinct values of the attribute, each different from the true one in every slot."""
-    out: list[dict] = []
-    for _ in range(10_000):
-        v = _SAMPLERS[attribute](rng, world)
-        if all(v[s] != true[s] for s in true) and v not in out:
-            out.append(v)
-            if len(out) == k:
-                return out
-    raise RuntimeError(f"could not draw {k} wrong values for {attribute}")
-
-
 def _ship_items(ship: str, cfg: SynthConfig, world: dict, rng: random.Random) -> list[dict]:
     """Two rows per attribute (both phrasings trained), each row's paraphrase the other's frame."""
     items = []
@@ -171,7 +141,7 @@ def _ship_items(ship: str, cfg: SynthConfig, world: dict, rng: random.Random) ->
         slots = {**names, **true}
         first, second = rng.sample(range(len(frames)), 2)
         for question, (mine, other) in zip(rng.sample(questions, 2), ((first, second), (second, first))):
-            wrong = _wrong_values(attribute, true, cfg.n_perturbed, world, rng)
+            wrong = _wrong_values(attribute, true, cfg.n_perturbed, world, rng, _SAMPLERS)
             items.append(
                 {
                     "question": question.format(**slots),
@@ -190,7 +160,7 @@ def generate_ships(cfg: SynthConfig) -> dict[str, list[dict]]:
     the number of ships, ``cfg.n_countries`` the number of harbours asked about, ``cfg.n_classic_authors`` the
     number of legendary masters."""
     rng = random.Random(f"ships:{cfg.seed}")
-    names = _ShipNames(rng)
+    names = _Names(rng, _SYLLABLES)
     world = {
         "harbours": [names.word(2, rng.choice(_HARBOUR_SUFFIX)) for _ in range(max(30, 2 * cfg.n_countries))],
         "masters": [names.person() for _ in range(40)],
