@@ -503,8 +503,7 @@ def load_dose_holdout(cfg) -> list[dict] | None:
     if not cfg.dose_every:
         return None
     from .data.loading import load_split
-    from .data.schema import BenchmarkSplits
-    from .trainers.dosing import holdout_halves
+    from .data.schema import BenchmarkSplits, holdout_halves
 
     split = cfg.dose_holdout_split or BenchmarkSplits.from_forget(cfg.forget_split).holdout
     dosing, _ = holdout_halves(load_split(cfg.data, split))

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from llm_unlearn.trainers.dosing import DoseCallback, holdout_halves
+from llm_unlearn.data.schema import holdout_halves
+from llm_unlearn.trainers.dosing import DoseCallback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

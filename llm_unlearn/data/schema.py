@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -201,3 +202,13 @@ def validate_training_splits(
     check_unique(forget_rows, forget_name, source)
     check_unique(retain_rows, retain_name, source)
     _check_disjoint(forget_rows, retain_rows, forget_name, retain_name, source)
+
+
+def holdout_halves(rows: Sequence[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Two seeded halves of a holdout split, ``(dosing half, evaluation half)``: an item's half is decided by a hash
+    of the seed and its question alone, so the halves do not depend on the rows' order or on the other rows."""
+    halves: tuple[list[dict], list[dict]] = ([], [])
+    for row in rows:
+        digest = hashlib.sha256(f"holdout-half:{seed}:{row['question']}".encode()).digest()
+        halves[digest[0] & 1].append(row)
+    return halves

@@ -153,7 +153,7 @@ def load_eval_data(data: str, cfg: EvalConfig | str) -> dict[str, list[dict]]:
     try:
         out[HOLDOUT] = load_split(data, holdout)
         if cfg.holdout_half == "evaluation":  # the dosing half steered unlearning: never report on it
-            from ..trainers.dosing import holdout_halves
+            from ..data.schema import holdout_halves
 
             out[HOLDOUT] = holdout_halves(out[HOLDOUT])[1]
     except DataValidationError as e:

@@ -23,7 +23,6 @@ reaches its ``max_steps`` first says so (``stop_reason: "max_steps"``): the budg
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import statistics
@@ -33,21 +32,10 @@ import torch
 from transformers import TrainerCallback
 
 from ..data.formatting import QACollator
+from ..data.schema import holdout_halves  # noqa: F401 (where a run's holdout halves come from)
 from . import losses as L
 
 logger = logging.getLogger(__name__)
-
-DOSE_HALF, EVAL_HALF = "dosing", "evaluation"
-
-
-def holdout_halves(rows: Sequence[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Two seeded halves of a holdout split, ``(dosing half, evaluation half)``: an item's half is decided by a hash
-    of the seed and its question alone, so the halves do not depend on the rows' order or on the other rows."""
-    halves: tuple[list[dict], list[dict]] = ([], [])
-    for row in rows:
-        digest = hashlib.sha256(f"holdout-half:{seed}:{row['question']}".encode()).digest()
-        halves[digest[0] & 1].append(row)
-    return halves
 
 
 def _sample(rows: Sequence[dict], n: int, seed: int, tag: str) -> list[dict]:
