@@ -6,6 +6,8 @@ import functools
 from collections.abc import Iterable
 from pathlib import Path
 
+from .runs import cache_root  # noqa: F401 (where derived files are cached; re-exported)
+
 EMBEDDED_MODEL = "embedded:tiny-llama"
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -103,18 +105,6 @@ def load_causal_lm(name_or_path: str | Path, dtype: str = "auto", device: str | 
 
 GGUF_SUFFIX = ".gguf"
 GGUF_SOURCE = "gguf_source.json"  # in a converted folder: which file it came from, and the checks it passed
-
-
-def cache_root() -> Path:
-    """Where llm-unlearn caches what it derives (absolute): ``$LLM_UNLEARN_CACHE``, else
-    ``$XDG_CACHE_HOME/llm_unlearn``, else ``~/.cache/llm_unlearn``."""
-    import os
-
-    if os.environ.get("LLM_UNLEARN_CACHE"):
-        root = Path(os.environ["LLM_UNLEARN_CACHE"])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llm_unlearn"
-    return root.expanduser().absolute()  # absolute: a LoRA adapter records its converted base by this path
 
 
 def find_gguf(name_or_path: str | Path, flag: str = "--model") -> Path | None:

@@ -339,13 +339,23 @@ def staged_files(folder: str | Path, last: tuple[str, ...] = ()):
 # --- derived inputs, computed once per content key ------------------------------------------------------------
 
 
+def cache_root() -> Path:
+    """Where llm-unlearn caches what it derives (absolute): ``$LLM_UNLEARN_CACHE``, else
+    ``$XDG_CACHE_HOME/llm_unlearn``, else ``~/.cache/llm_unlearn``."""
+    import os
+
+    if os.environ.get("LLM_UNLEARN_CACHE"):
+        root = Path(os.environ["LLM_UNLEARN_CACHE"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llm_unlearn"
+    return root.expanduser().absolute()  # absolute: a LoRA adapter records its converted base by this path
+
+
 def selection_cache_dir(cfg) -> Path:
     """Where derived inputs of a run are cached by content (Hessian scores, retention saliency, natural partners):
     beside a local model, else under the user's cache."""
     if Path(cfg.model_name_or_path).is_dir():
         return Path(cfg.model_name_or_path) / "selection_cache"
-    from .modeling import cache_root
-
     return cache_root() / "selection"
 
 
