@@ -12,7 +12,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 # One benchmark seed per family in CI; more with LLM_UNLEARN_VERDICT_SEEDS=7,8,9 (each seed trains 15 models).
 SEEDS = [int(x) for x in os.environ.get("LLM_UNLEARN_VERDICT_SEEDS", "7").split(",") if x.strip()]
-MODEL = dict(hidden_size=64, num_layers=2, vocab_size=600, num_train_epochs=40, learning_rate=3e-3)
+MODEL = dict(hidden_size=64, num_layers=2, vocab_size=600, learning_rate=3e-3)
+# Enough epochs for the target to learn its forget set (the claim is about a target that knows it): the families
+# that train every fact in two phrasings see each fact twice per epoch.
+EPOCHS = {"authors": 40, "inventors": 20, "ships": 20}
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -27,7 +30,7 @@ def test_target_distinguishable_and_replica_never_with_one_two_three_references(
 
     def train(name, split, data_seed=None):
         cfg = FinetuneConfig(data=data, output_dir=str(tmp_path / name), split=split, seed=0, data_seed=data_seed,
-                             **MODEL)  # fmt: skip
+                             num_train_epochs=EPOCHS[family], **MODEL)  # fmt: skip
         return str(finetune(cfg))
 
     target = train("target", "full")
