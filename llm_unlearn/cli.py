@@ -228,6 +228,7 @@ def cmd_tune(args) -> int:
         output=args.output,
         overwrite=args.overwrite,
         objective=args.objective,
+        dosing=args.dosing,
     )
     result = tune(cfg)
     chosen = result["chosen"]
@@ -425,9 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         choices=OBJECTIVES,
         default="forget_quality",
-        help="What the forget score measures: forget quality alone (TOFU's truth-ratio test), or its mean with the "
+        help="What the forget score measures: forget quality alone (TOFU's truth-ratio test), its mean with the "
         "same test on the forget answers' own loss (forget_quality+answers: a recipe cannot pass by making every "
-        "answer to a forget question equally unlikely).",
+        "answer to a forget question equally unlikely), or verdict: the mean over the tests the evaluation's "
+        "verdict reads on each split (those that tell the untouched target from retraining).",
+    )
+    tn.add_argument(
+        "--dosing",
+        action="store_true",
+        help="Every trial unlearns with self-dosing (--dose_every): the search chooses how often to check and the "
+        "stopping tolerance instead of max_steps, which is fixed at its cap.",
     )
     tn.add_argument("--output", help="Chosen recipe YAML (default configs/tuned_METHOD.yaml).")
     tn.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")

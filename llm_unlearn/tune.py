@@ -52,7 +52,10 @@ MIN_FORGET_GAIN = 1.0
 # against the verdict's bar). ``forget_quality+answers``: the mean of that and the same score of the evaluation's
 # second opinion, the KS test on the forget answers' own loss, so that a recipe cannot pass by making every answer to
 # a forget question equally unlikely (truth ratios like retraining, answers far less likely than under retraining).
-OBJECTIVES = ("forget_quality", "forget_quality+answers")
+# ``verdict``: what the evaluation's verdict reads: the mean, over the tests that discriminate on the run's split
+# (the untouched target far below their bar against every reference), of each test's
+# ``min(0, log10(min_k p_k / bar))``; forget quality alone where none does.
+OBJECTIVES = ("forget_quality", "forget_quality+answers", "verdict")
 
 
 def is_recommended(recipe_text: str) -> bool:
@@ -62,14 +65,20 @@ def is_recommended(recipe_text: str) -> bool:
 
 def target_forget_score(chosen: dict, bench: dict, objective: str = "forget_quality") -> float | None:
     """The forget score the untouched target itself gets on the chosen trial's runs (its forget quality on each
-    run's split against the same bar, and under ``forget_quality+answers`` its answers' test too); None where the
-    benchmark does not record it."""
+    run's split against the same bar, and under ``forget_quality+answers`` its answers' test too; under ``verdict``
+    the same tests the run is scored on); None where the benchmark does not record it."""
     scores = []
     for r in chosen["runs"]:
         info = bench.get("splits", {}).get(r["split"]) or {}
         fq = info.get("target_forget_quality_median")
         if fq is None or r.get("diverged"):
             return None
+        if objective == "verdict":
+            if not info.get("target_tests") or not r.get("tests"):
+                return None
+            as_target = {n: {**t, "p": info["target_tests"][n]} for n, t in r["tests"].items()}
+            scores.append(verdict_score({**r, "tests": as_target}))
+            continue
         score = forget_score(fq, _bar(r))
         if objective != "forget_quality":
             if info.get("target_answers_p") is None or r.get("answers_p") is None:
@@ -116,6 +125,13 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "idk_dpo": {"beta": ("float", 0.05, 1.0, True), "gamma": ("float", 0.1, 1.0, True)},
     "relabel": {},
 }
+# ``tune --dosing``: every trial unlearns with self-dosing (llm_unlearn.trainers.dosing); the search chooses how
+# often to check and when to stop instead of a step count, and max_steps is only the cap.
+DOSING_SPACE = {
+    "dose_every": ("int", 2, 10, False),
+    "dose_tolerance": ("float", 0.02, 0.5, True),
+}
+DOSE_MAX_STEPS = 300
 FQ_BAR = 0.05
 INFEASIBLE = -10.0  # the forget score of a run that diverged
 
@@ -137,6 +153,7 @@ class TuneConfig:
     output: str | None = None
     overwrite: bool = False
     objective: str = "forget_quality"
+    dosing: bool = False
     space: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -166,6 +183,9 @@ class TuneConfig:
         if self.config is not None and not Path(self.config).is_file():
             raise FileNotFoundError(f"--config {self.config}: no such file")
         self.space = {**COMMON, **SEARCH_SPACES[self.method], **self.space}
+        if self.dosing:  # the dose is chosen by the stopping rule's settings, not by a step count
+            self.space.pop("max_steps", None)
+            self.space = {**self.space, **DOSING_SPACE}
         if self.output is None:
             self.output = f"configs/tuned_{self.method}.yaml"
         out = Path(self.output)
@@ -196,6 +216,7 @@ class TuneConfig:
             "min_retention": self.min_retention,
             "study_seed": self.study_seed,
             **({} if self.objective == "forget_quality" else {"objective": self.objective}),
+            **({"dosing": DOSE_MAX_STEPS} if self.dosing else {}),
             "space": {k: list(v) if isinstance(v, tuple) else v for k, v in self.space.items()},
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -229,8 +250,26 @@ def _bar(run: dict) -> float:
     return run["bar"] if run.get("bar") is not None else max(FQ_BAR, run["noise_floor"] or 0)
 
 
+def test_score(p: float, bar: float) -> float:
+    """``min(0, log10(p / bar))`` of one test against its own bar."""
+    return min(0.0, math.log10(max(p, 1e-300) / bar))
+
+
+def verdict_score(run: dict) -> float:
+    """The mean :func:`test_score` over the tests that discriminate on the run's split (forget quality alone where
+    none does; see :data:`OBJECTIVES`)."""
+    tests = run.get("tests")
+    if not tests:
+        raise ValueError(f"--objective verdict: the run on {run['split']} records no tests")
+    counting = [t for t in tests.values() if t["counts"]] or [tests["forget_quality"]]
+    return sum(test_score(t["p"], t["bar"]) for t in counting) / len(counting)
+
+
 def run_score(run: dict, objective: str = "forget_quality") -> float:
-    """One run's forget score: forget quality's, or its mean with the answers' test (see :data:`OBJECTIVES`)."""
+    """One run's forget score: forget quality's, its mean with the answers' test, or the verdict's tests' (see
+    :data:`OBJECTIVES`)."""
+    if objective == "verdict":
+        return verdict_score(run)
     score = forget_score(run["forget_quality_median"], _bar(run))
     if objective == "forget_quality":
         return score
@@ -294,6 +333,7 @@ def build_development_benchmark(cfg: TuneConfig) -> dict:
             "target_forget_quality": compared["forget_quality"],
             "target_forget_quality_median": cal["forget_quality_median"],
             "target_answers_p": (cal.get("answer_probability") or {}).get("p_median"),
+            "target_tests": {n: min(t["p_per_reference"]) for n, t in (cal.get("tests") or {}).items()},
             "informative": bool(cal["discrimination"] and cal["discrimination"]["informative"]),
         }
         if not splits[split]["informative"]:
@@ -315,6 +355,8 @@ def run_trial(cfg: TuneConfig, bench: dict, params: dict, trial_dir: Path) -> li
             argv += ["--method", cfg.method, "--model_name_or_path", bench["target"], "--data", bench["data"]]
             argv += ["--forget_split", split, "--seed", str(seed), "--output_dir", str(out)]
             argv += ["--overwrite_output", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
+            if cfg.dosing:
+                argv += ["--max_steps", str(DOSE_MAX_STEPS)]
             for k, v in params.items():
                 argv += [f"--{k}", str(v)]
             try:
@@ -338,11 +380,26 @@ def run_trial(cfg: TuneConfig, bench: dict, params: dict, trial_dir: Path) -> li
                     "model_utility": c["model_utility"],
                     "min_retention": retention["minimum"],
                     "worst_component": retention["worst"],
+                    "tests": {
+                        name: {"p": min(t["p_per_reference"]), "bar": t["bar"], "counts": bool(t["discriminates"])}
+                        for name, t in (cal.get("tests") or {}).items()
+                    },
+                    **_dose_of(out),
                 }
             )
             shutil.rmtree(out, ignore_errors=True)  # the numbers are kept in the study; the weights are not needed
     shutil.rmtree(trial_dir, ignore_errors=True)
     return runs
+
+
+def _dose_of(out: Path) -> dict:
+    """How a self-dosed run ended (steps taken, stop reason), from its record; {} for a fixed step count."""
+    try:
+        record = json.loads((out / "unlearn_record.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    dose = record.get("dosing")
+    return {"steps": record.get("global_steps"), "stop_reason": dose["stop_reason"]} if dose else {}
 
 
 def tune(cfg: TuneConfig, bench: dict | None = None) -> dict:
@@ -468,6 +525,8 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         return files
     base = yaml.safe_load(Path(cfg.config).read_text()) if cfg.config else {"method": cfg.method}
     recipe = {**base, "method": cfg.method, **chosen["params"]}
+    if cfg.dosing:
+        recipe["max_steps"] = DOSE_MAX_STEPS  # the cap every trial ran under; the dose is the stopping rule's
     for k, v in recipe.items():
         if isinstance(v, float):
             recipe[k] = float(f"{v:.4g}")
@@ -505,14 +564,15 @@ def write_outputs(cfg: TuneConfig, bench: dict, points, front, chosen, ok) -> li
         + ";",
         f"# each trial unlearned on {', '.join(cfg.forget_splits)} with seeds {', '.join(map(str, cfg.seeds))}; base "
         f"recipe {Path(cfg.config).name if cfg.config else '(method defaults)'}.",
-        "# Objectives: forget score = mean of min(0, log10(FQ / bar)), bar = max(0.05, resampled noise floor) (0: not "
-        "distinguishable on every run)"
-        + (
-            ";"
-            if cfg.objective == "forget_quality"
-            else ", averaged with the same score of the forget answers' own loss (the evaluation's second opinion: "
-            "--objective forget_quality+answers);"
-        ),
+        {
+            "forget_quality": "# Objectives: forget score = mean of min(0, log10(FQ / 0.05)) (0: not distinguishable "
+            "on every run);",
+            "forget_quality+answers": "# Objectives: forget score = mean of min(0, log10(FQ / 0.05)), averaged with "
+            "the same score of the answers' test (--objective forget_quality+answers);",
+            "verdict": "# Objectives: forget score = mean over runs and over the tests the verdict reads (those that "
+            "tell the untouched target from retraining) of min(0, log10(p / the test's bar)) (--objective verdict);",
+        }[cfg.objective]
+        + (f" self-dosing (--dosing), max_steps {DOSE_MAX_STEPS} as the cap;" if cfg.dosing else ""),
         "# retention = lowest minimum utility retention over the runs.",
         f"# {status}",
         f"# Trial {chosen['number']}: forget score {chosen['forget_score']:.2f}, retention {chosen['retention']:.3f}:",

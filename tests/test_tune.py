@@ -175,3 +175,28 @@ def test_a_feasible_trial_that_does_not_forget_is_not_recommended():
     assert is_recommended("# chosen: the trial with the highest forget score\nmethod: npo\n")
     assert not is_recommended(f"# {NOT_RECOMMENDED} ≥ 0.95\nmethod: npo\n")
     assert not is_recommended(f"# {NOT_FORGETTING}: ...\nmethod: npo\n")
+
+
+def test_the_verdict_objective_scores_the_tests_that_discriminate():
+    from llm_unlearn.tune import run_score, test_score
+
+    tests = {
+        "forget_quality": {"p": 1e-3, "bar": 0.05, "counts": False},  # blind here: not scored
+        "answers": {"p": 5e-4, "bar": 0.02, "counts": True},
+        "phrasing_matched": {"p": 0.3, "bar": 0.05, "counts": True},
+    }
+    run = {"split": "forget10", "tests": tests}
+    assert test_score(5e-4, 0.02) == pytest.approx(math.log10(5e-4 / 0.02)) and test_score(0.3, 0.05) == 0.0
+    assert run_score(run, "verdict") == pytest.approx(math.log10(5e-4 / 0.02) / 2)
+    none = {k: {**v, "counts": False} for k, v in tests.items()}  # no test sees the target: forget quality alone
+    assert run_score({"split": "forget10", "tests": none}, "verdict") == pytest.approx(math.log10(1e-3 / 0.05))
+
+
+def test_dosing_searches_the_stopping_rule_instead_of_a_step_count(tmp_path):
+    from llm_unlearn.tune import DOSING_SPACE, TuneConfig
+
+    plain = TuneConfig(method="regularized_ft", output=str(tmp_path / "a.yaml"))
+    dosed = TuneConfig(method="regularized_ft", output=str(tmp_path / "b.yaml"), dosing=True)
+    assert "max_steps" in plain.space and "max_steps" not in dosed.space
+    assert set(DOSING_SPACE) <= set(dosed.space) and not set(DOSING_SPACE) & set(plain.space)
+    assert dosed.space["learning_rate"] == plain.space["learning_rate"]
