@@ -290,7 +290,7 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None
     from .data.formatting import QACollator
     from .data.text import encode_chunks
     from .runs import computed_once, model_fingerprint, selection_cache_dir
-    from .selection import ParameterSelection, score_parameters_cached, select_masks, top_modules
+    from .selection import ParameterSelection, retention_masks, score_parameters_cached, select_masks, top_modules
     from .selection.scoring import cache_path
 
     exclude = tuple(x.strip() for x in cfg.selection_exclude.split(",") if x.strip())
@@ -329,7 +329,7 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None
 
     if getattr(cfg, "retention_mask_ratio", 0.0) > 0:
         saliency = scores_once("retention saliency", "grad_abs", retain_rows, 8)
-        masks = select_masks({n: -s for n, s in saliency.items()}, cfg.retention_mask_ratio, "per_module", exclude)
+        masks = retention_masks(None, None, cfg.retention_mask_ratio, exclude, saliency=saliency)
         return ParameterSelection(masks), None
     if cfg.selection == "none":
         return None, None

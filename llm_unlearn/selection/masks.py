@@ -82,19 +82,23 @@ def select_masks(
 
 
 def retention_masks(
-    model: nn.Module,
-    retain_batches: Iterable[Mapping[str, torch.Tensor]],
+    model: nn.Module | None,
+    retain_batches: Iterable[Mapping[str, torch.Tensor]] | None,
     ratio: float,
     exclude: str | Iterable[str] | None = DEFAULT_EXCLUDE,
     granularity: str = "per_module",
+    saliency: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Retention-based masking: train only the entries that matter least to the retain data.
 
     Saliency ``r = Σ_b |∇_θ ℓ_b(retain)|`` at the current weights; the mask selects the ``ratio`` fraction of
     entries with the *smallest* ``r`` per tensor (``per_module``) or overall (``global``), i.e.
     ``M = 1[−r ∈ top_k(−r)]``; the top ``1 − ratio`` by retain saliency are protected. Excluded names: all False.
+    ``saliency``: ``r`` computed already (a cached :func:`gradient_magnitudes`); ``model`` and ``retain_batches``
+    are then not used.
     """
-    saliency = gradient_magnitudes(model, retain_batches)
+    if saliency is None:
+        saliency = gradient_magnitudes(model, retain_batches)
     return select_masks({n: -s for n, s in saliency.items()}, ratio, granularity, exclude)
 
 
