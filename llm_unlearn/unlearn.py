@@ -160,6 +160,9 @@ def run_fingerprint(cfg) -> str:
     ident = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_IDENTITY}
     if ident.get("torch_dtype") == "auto":
         ident.pop("torch_dtype")  # runs recorded before --torch_dtype existed keep their fingerprint
+    if not ident.get("dose_every"):  # no self-dosing: its settings decide nothing (and older runs keep matching)
+        for k in [k for k in ident if k.startswith("dose_")]:
+            ident.pop(k)
     ident["model_name_or_path"] = model_fingerprint(cfg.model_name_or_path)
     ident["data"] = data_fingerprint(cfg.data)
     return fingerprint(ident)
@@ -507,6 +510,11 @@ def load_dose_holdout(cfg) -> list[dict] | None:
 
     split = cfg.dose_holdout_split or BenchmarkSplits.from_forget(cfg.forget_split).holdout
     dosing, _ = holdout_halves(load_split(cfg.data, split))
+    if len(dosing) < 2:
+        raise ValueError(
+            f"self-dosing compares the forget items with never-seen ones: the dosing half of {split} has "
+            f"{len(dosing)} item(s), at least 2 are needed; give a larger --dose_holdout_split or --dose_every 0"
+        )
     return dosing
 
 

@@ -78,3 +78,32 @@ def test_a_dosed_run_stops_itself_records_why_and_is_evaluated_on_the_other_half
     _, evaluation = holdout_halves(load_split(str(small_bench), "holdout10"))
     assert compared["config"]["holdout_half"] == "evaluation"
     assert [h["question"] for h in compared["privacy"]["holdout_items"]] == [r["question"] for r in evaluation]
+
+
+def test_a_resumed_run_continues_its_trajectory_against_the_same_start():
+    """A checkpoint's log history holds every check (step 0 included): the resumed run keeps the retain guard's
+    start and the trajectory, and a checkpoint without dosing history is refused rather than run unguarded."""
+    from types import SimpleNamespace
+
+    check = {"dose/p": 1e-6, "dose/forget_loss": 0.1, "dose/holdout_loss": 2.0, "dose/retain_probability": 0.8}
+    history = [{"step": 0, **check}, {"step": 2, "loss": 1.0}, {"step": 2, **check, "dose/retain_probability": 0.79}]
+    cb = _Rule(retain_start=None)
+    cb.trajectory = []
+    cb.on_train_begin(None, SimpleNamespace(global_step=2, log_history=history), None, model=None)
+    assert cb.retain_start == 0.8 and [t["step"] for t in cb.trajectory] == [0, 2]
+    assert cb.trajectory[1]["retain_probability"] == 0.79
+    with pytest.raises(ValueError, match="no dosing history"):
+        cb.on_train_begin(None, SimpleNamespace(global_step=2, log_history=history[1:2]), None, model=None)
+
+
+def test_dosing_settings_enter_the_fingerprint_only_when_dosing(small_bench, tmp_path):
+    from llm_unlearn.unlearn import parse_args, run_fingerprint
+
+    base = ["--model_name_or_path", str(small_bench), "--data", str(small_bench), "--output_dir", str(tmp_path)]
+    plain = run_fingerprint(parse_args(base)[0])
+    assert run_fingerprint(parse_args([*base, "--dose_tolerance", "0.3"])[0]) == plain  # off: decides nothing
+    dosed = run_fingerprint(parse_args([*base, "--dose_every", "2"])[0])
+    assert (
+        dosed != plain
+        and run_fingerprint(parse_args([*base, "--dose_every", "2", "--dose_tolerance", "0.3"])[0]) != dosed
+    )

@@ -118,20 +118,33 @@ class DoseCallback(TrainerCallback):
     # --- the Trainer's events ----------------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step == 0 and not self.trajectory:
-            m = self.measure(model)
-            self.retain_start = m["retain_probability"]
-            self.trajectory.append({"step": 0, **m})
-        elif self.retain_start is None:  # resumed: the start is the record's
-            self.retain_start = next((t["retain_probability"] for t in self.trajectory if t["step"] == 0), None)
+        """Before the first step: the numbers at step 0 (the retain guard's start), kept in the log history too, so
+        that a run resumed from a checkpoint (whose ``trainer_state.json`` holds that history) continues the same
+        trajectory against the same start instead of losing its guard."""
+        if state.global_step > 0:
+            self.trajectory = _trajectory_of(state.log_history)
+            start = next((t for t in self.trajectory if t["step"] == 0), None)
+            if start is None:
+                raise ValueError(
+                    "self-dosing: the checkpoint resumed from has no dosing history (it was saved by a run without "
+                    "--dose_every, or with another one): resume with the settings of the run that saved it"
+                )
+            self.retain_start = start["retain_probability"]
+            return
+        m = self.measure(model)
+        self.retain_start = m["retain_probability"]
+        self._log(state, 0, m)
+
+    def _log(self, state, step: int, m: dict) -> None:
+        self.trajectory.append({"step": step, **m})
+        state.log_history.append({"step": step, **{f"dose/{k}": v for k, v in m.items()}})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every < 1 or state.global_step % self.every:
             return
         m = self.measure(model)
         reason = _same_on_every_rank(self.decide(m))
-        self.trajectory.append({"step": state.global_step, **m})
-        state.log_history.append({"step": state.global_step, **{f"dose/{k}": v for k, v in m.items()}})
+        self._log(state, state.global_step, m)
         if reason is not None:
             self.stop_reason, self.stop_step = reason, state.global_step
             logger.info("self-dosing stopped at step %d: %s", state.global_step, reason)
@@ -151,6 +164,17 @@ class DoseCallback(TrainerCallback):
             "stop_step": self.stop_step,
             "trajectory": self.trajectory,
         }
+
+
+def _trajectory_of(log_history) -> list[dict]:
+    """The checks logged in a run's history (``dose/*`` entries), as trajectory rows."""
+    out = []
+    for h in log_history:
+        if "dose/p" in h:
+            out.append(
+                {"step": h["step"], **{k.removeprefix("dose/"): v for k, v in h.items() if k.startswith("dose/")}}
+            )
+    return out
 
 
 def _same_on_every_rank(reason: str | None) -> str | None:
