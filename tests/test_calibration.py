@@ -190,7 +190,8 @@ def test_phrasing_matched_truth_ratio_compares_wrong_answers_with_the_correct_an
         res("r1", [(1.0, 1.0, [1.0, 1.0]), (1.0, 1.2, [1.1])]),
         res("r2", [(1.1, 1.0, [1.0, 1.2]), (1.0, 1.0, [1.0])]),
     ]
-    pm = C.phrasing_matched(r, refs, r, ["answer", "paraphrase"], {"discrimination": None, "noise_floor": None})
+    tests = C.run_tests(r, refs, None, C.test_statistics(rows))
+    pm = C.phrasing_matched(tests, ["answer", "paraphrase"])
     assert pm["correct_variant_counts"] == {"answer": 1, "paraphrase": 1}
     assert pm["noise_floor"] == pytest.approx(
         M.forget_quality(

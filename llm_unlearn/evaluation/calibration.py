@@ -83,21 +83,16 @@ def answer_probability(result: Mapping, references: Sequence[Mapping], test: Map
     distribution does) keeps truth ratios like the retrained model's while the correct answers have become far
     less likely than under retraining. That model is not like retraining either (it is over-unlearned, which a
     membership test can see); this test says so, with the direction. ``test``: its entry of :func:`run_tests`
-    (status and bar, the headline's rule); without it the bar is 0.05 and the per-reference rule of
-    :func:`test_verdict` applies. None where losses are not recorded."""
+    (status and bar, the headline's rule), run here without a target when not given. None where losses are not
+    recorded."""
     losses = forget_losses(result)
     ref_losses = [forget_losses(r) for r in references]
     if losses is None or any(r is None for r in ref_losses):
         return None
     if test is None:
-        floor_low = resampled_floor(ref_losses)
-        per = [M.forget_quality(losses, r) for r in ref_losses]
-        bar = _bar(len(ref_losses), floor_low)
-        status, _ = test_verdict(per, bar, None)
-        floor = min((M.forget_quality(a, b) for a, b in itertools.combinations(ref_losses, 2)), default=None)
-    else:
-        per, bar, status = test["p_per_reference"], test["bar"], test["status"]
-        floor, floor_low = test["noise_floor"], test["noise_floor_resampled"]
+        test = run_tests(result, references, None, {"answers": forget_losses})["answers"]
+    per, bar, status = test["p_per_reference"], test["bar"], test["status"]
+    floor, floor_low = test["noise_floor"], test["noise_floor_resampled"]
     prob = statistics.median(math.exp(-x) for x in losses)
     ref_prob = statistics.median(math.exp(-x) for r in ref_losses for x in r)
     if status == NOT_DISTINGUISHABLE:
@@ -291,32 +286,21 @@ def matched_ratios(result: Mapping, choice: Sequence[str]) -> list[float]:
     ]
 
 
-def _strength(target_fq: float | None, floor: float | None) -> float | None:
-    """How far (orders of magnitude) the target lies below the bar: higher discriminates better."""
-    if target_fq is None:
+def _strength(test: Mapping) -> float | None:
+    """How far (orders of magnitude) a test puts the untouched target below its bar, against its closest reference:
+    higher discriminates better; None without the target."""
+    target_p = test.get("target_p_per_reference")
+    if not target_p:
         return None
-    bar = FQ_THRESHOLD if floor is None else min(FQ_THRESHOLD, floor)
-    return math.log10(bar / max(target_fq, 1e-300))
+    return math.log10(test["bar"] / max(max(target_p), 1e-300))
 
 
-def phrasing_matched(
-    result: Mapping, references: Sequence[Mapping], target: Mapping | None, choice: Sequence[str], standard: Mapping
-) -> dict:
-    """Forget quality, noise floor and discrimination with the phrasing-matched truth ratio, and which variant
-    discriminates better here (the one whose untouched target lies more orders of magnitude below its bar)."""
-    ratios = [matched_ratios(r, choice) for r in references]
-    mine = matched_ratios(result, choice)
-    fqs = [M.forget_quality(mine, r) for r in ratios]
-    pairs = [M.forget_quality(a, b) for a, b in itertools.combinations(ratios, 2)]
-    floor = min(pairs) if pairs else None
-    floor_low = resampled_floor(ratios)
-    target_p = None if target is None else [M.forget_quality(matched_ratios(target, choice), r) for r in ratios]
-    target_fq = None if target_p is None else target_p[0]
-    std_disc = standard.get("discrimination") or {}
-    strengths = {
-        "standard": _strength(std_disc.get("target_forget_quality"), standard.get("noise_floor")),
-        "phrasing_matched": _strength(target_fq, floor),
-    }
+def phrasing_matched(tests: Mapping[str, Mapping], choice: Sequence[str]) -> dict:
+    """The phrasing-matched test's numbers (from :func:`run_tests`: forget quality, noise floor, status, the
+    target's), how many items took each correct answer, and whether it or TOFU's truth ratio discriminates better
+    here (the one whose untouched target lies more orders of magnitude below its bar)."""
+    pm = tests["phrasing_matched"]
+    strengths = {"standard": _strength(tests["forget_quality"]), "phrasing_matched": _strength(pm)}
     if None in strengths.values():
         better = "unknown (the target was not evaluated)"
     elif abs(strengths["standard"] - strengths["phrasing_matched"]) < 0.5:
@@ -324,14 +308,15 @@ def phrasing_matched(
     else:
         better = max(strengths, key=strengths.get)
     n_answer = sum(c == "answer" for c in choice)
+    target_p = pm["target_p_per_reference"]
     return {
         "correct_variant_counts": {"answer": n_answer, "paraphrase": len(choice) - n_answer},
-        "forget_quality_per_reference": fqs,
-        "forget_quality_median": statistics.median(fqs),
-        "noise_floor": floor,
-        "noise_floor_resampled": floor_low,
-        "status": test_verdict(fqs, _bar(len(ratios), floor_low), target_p)[0],
-        "target_forget_quality": target_fq,
+        "forget_quality_per_reference": pm["p_per_reference"],
+        "forget_quality_median": statistics.median(pm["p_per_reference"]),
+        "noise_floor": pm["noise_floor"],
+        "noise_floor_resampled": pm["noise_floor_resampled"],
+        "status": pm["status"],
+        "target_forget_quality": None if target_p is None else target_p[0],
         "discrimination_strength": strengths,
         "discriminates_better": better,
     }
@@ -346,10 +331,10 @@ def calibrate(
 ) -> dict:
     """Everything this module reports, for one QA evaluation against one or more references (``forget_rows``, the
     forget split's items, add the phrasing-matched test and its section)."""
-    fqs = [M.forget_quality(forget_ratios(result), forget_ratios(r)) for r in references]
-    floor, pairs = noise_floor(references)
-    floor_low = resampled_floor([forget_ratios(r) for r in references])
     tests = run_tests(result, references, target, test_statistics(forget_rows))
+    fq = tests["forget_quality"]  # TOFU's forget quality: its numbers are computed once, in run_tests
+    fqs, floor_low = fq["p_per_reference"], fq["noise_floor_resampled"]
+    floor, pairs = noise_floor(references)
     answers = answer_probability(result, references, tests.get("answers"))
     verdict_ = headline(tests, answers, target_known=target is not None)
     verdict_["threshold"] = tests["forget_quality"]["bar"]  # forget quality's bar (tune scores against it)
@@ -384,7 +369,7 @@ def calibrate(
         out["discrimination"] = None
         out["utility_retention"] = None
     if forget_rows is not None:
-        out["phrasing_matched"] = phrasing_matched(result, references, target, phrasing_choice(forget_rows), out)
+        out["phrasing_matched"] = phrasing_matched(tests, phrasing_choice(forget_rows))
     return out
 
 
