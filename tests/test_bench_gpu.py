@@ -22,7 +22,7 @@ def test_bench_gpu_small_prints_every_row_and_writes_its_json(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["methods"]) == {"finetune (no regularizer)", *METHODS, "hessian"}
     for name, m in result["methods"].items():
-        assert m["steps_timed"] == 2 and m["step_seconds"] > 0, name
+        assert m["steps_timed"] == 2, name
         assert f"| {name} | {m['forwards_with_grad']} / {m['forwards_without_grad']} |" in proc.stdout
     methods = result["methods"]
     # what the forward hook counts: one batch for plain fine-tuning and gradient ascent, two for GradDiff, and NPO's
@@ -37,8 +37,9 @@ def test_bench_gpu_small_prints_every_row_and_writes_its_json(tmp_path):
     assert (methods["grad_diff"]["forwards_with_grad"], methods["grad_diff"]["forwards_without_grad"]) == (2, 0)
     assert (methods["npo"]["forwards_with_grad"], methods["npo"]["forwards_without_grad"]) == (2, 1)
     scoring = result["scoring"]
-    assert scoring["items"] == 3 and all(scoring[e]["x_forward_backward"] > 0 for e in ("fisher", "ggn", "hutchinson"))
+    assert scoring["items"] == 3 and scoring["hutchinson"]["probes"] == 2
     assert result["partners"]["pairs"] == result["partners"]["forget_items"] * 4
     evaluation = result["evaluation"]
-    assert evaluation["items"] == sum(evaluation["splits"].values()) and evaluation["items_per_second"] > 0
+    assert evaluation["items"] == sum(evaluation["splits"].values())
+    assert evaluation["items_per_second"] == pytest.approx(evaluation["items"] / evaluation["seconds"])
     assert "× plain fine-tuning step" in proc.stdout and "items/s" in proc.stdout
