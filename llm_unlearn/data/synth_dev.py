@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 
-from .synth import SynthConfig, _choice_items, _Names, assemble_splits, forget_counts
+from .synth_base import SynthConfig, _choice_items, _Names, assemble_splits, forget_counts
 
 _REGION_SUFFIX = ("land", "mark", "reach", "moor")
 _TOWN_SUFFIX = ("bridge", "field", "haven", "cross", "dale", "minster", "wharf", "gate", "by", "combe")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 
-from .synth import SynthConfig, _choice_items, _Names, _wrong_values, assemble_splits, forget_counts
+from .synth_base import SynthConfig, _choice_items, _Names, assemble_splits, forget_counts, wrong_values
 
 _SYLLABLES = ("vor", "an", "el", "tis", "mar", "ku", "sen", "od", "ra", "lun", "bre", "ix", "ol", "dav", "em", "sto")
 _HARBOUR_SUFFIX = ("mouth", "haven", "sund", "wick", "strand", "ness", "firth", "quay")
@@ -141,7 +141,7 @@ def _ship_items(ship: str, cfg: SynthConfig, world: dict, rng: random.Random) ->
         slots = {**names, **true}
         first, second = rng.sample(range(len(frames)), 2)
         for question, (mine, other) in zip(rng.sample(questions, 2), ((first, second), (second, first))):
-            wrong = _wrong_values(attribute, true, cfg.n_perturbed, world, rng, _SAMPLERS)
+            wrong = wrong_values(_SAMPLERS[attribute], true, cfg.n_perturbed, world, rng)
             items.append(
                 {
                     "question": question.format(**slots),
