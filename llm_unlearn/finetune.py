@@ -117,7 +117,7 @@ class FinetuneConfig:
             raise ValueError(f"--data_format must be qa or text, got {self.data_format!r}")
         if self.split is None:
             self.split = "full" if self.data_format == "qa" else "raw/forget,raw/retain1"
-        from .validation import check_finite_fields, check_positive
+        from .validation import check_finite_fields, check_positive, check_seed
 
         check_finite_fields(self)
         check_positive(
@@ -126,6 +126,8 @@ class FinetuneConfig:
             minimum={"weight_decay": 0.0, "warmup_ratio": 0.0, "max_length": 8},
         )
         check_positive(self, ("hidden_size", "num_layers", "vocab_size", "lora_r", "lora_alpha"))
+        check_seed(self.seed)
+        check_seed(self.data_seed, "--data_seed")
         if self.warmup_ratio >= 1:
             raise ValueError(f"--warmup_ratio is a fraction of the steps in [0, 1), got {self.warmup_ratio}")
         if self.lora and self.model == EMBEDDED_MODEL:

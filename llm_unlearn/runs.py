@@ -13,6 +13,9 @@ Guarantees (what the README's "Safety" section promises):
 - **Atomic files.** Every cache and report file is written to a temporary file in the same folder and moved into
   place with ``os.replace`` (:func:`atomic_write_bytes`): a full disk or a kill leaves the old file or none, never a
   truncated one.
+- **One run per output.** A stage holds ``PARENT/.NAME.lock`` (who, where, since when) from staging to commit: a
+  second run into the same folder is refused at once, naming the holder; the lock of a process that is gone (same
+  host, pid no longer alive) is taken over. An existing *file* at the output path is refused, never moved.
 - **Inputs are never inside outputs.** :func:`check_output_location` refuses an output folder that equals, contains
   or lies inside an input (model, data, reference).
 """
@@ -237,6 +240,88 @@ def checkpoints(folder: str | Path, complete: bool = True) -> list[Path]:
     return [p for _, p in sorted(found) if not complete or is_complete_checkpoint(p)]
 
 
+def lock_path(final: str | Path) -> Path:
+    final = Path(final)
+    return final.parent / f".{final.name}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive lock on an output location: ``PARENT/.NAME.lock``, created with ``O_EXCL``, holding the owner's
+    pid, host, start time and command. A lock whose owner is gone (same host, pid not alive) is taken over."""
+
+    def __init__(self, final: str | Path, flag: str = "--output_dir"):
+        self.final, self.path, self.flag, self.held = Path(final), lock_path(final), flag, False
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> None:
+        import socket
+        import sys
+        import time
+
+        if self.held:
+            return
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me["command"] = " ".join(sys.argv[:1] + sys.argv[1:8])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                stale = owner.get("host") == me["host"] and isinstance(owner.get("pid"), int)
+                if stale and owner["pid"] != me["pid"] and not _pid_alive(owner["pid"]):
+                    logger.warning("taking over %s: its run (pid %s) is gone", self.path, owner["pid"])
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                    self.held = True  # this process already holds it (a stage inside a stage)
+                    return
+                who = (
+                    f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}"
+                    if owner
+                    else "an unknown process"
+                )
+                raise FileExistsError(
+                    f"{self.flag} {self.final} is being written by another run ({who}; lock {self.path}): wait for "
+                    f"it to finish or choose another {self.flag}; if that run is gone, delete {self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise FileExistsError(f"{self.path}: could not take the lock of {self.final}; delete it if no run uses it")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def check_not_a_file(final: str | Path, flag: str = "--output_dir") -> None:
+    """An existing file at an output folder's path is the user's: refused, never moved aside."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(
+            f"{flag} {final} is an existing file, not a folder: an output folder never replaces a file; choose "
+            f"another {flag} (or move the file away yourself)"
+        )
+
+
 def is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
@@ -256,12 +341,14 @@ class StagedOutput:
     def __init__(self, final: str | Path, fingerprint: str, resume: bool = False, discard: bool = False):
         self.final = Path(final)
         self.staging = staging_path(self.final)
+        self.lock = OutputLock(self.final)
         self.fingerprint = fingerprint
         self.resume = resume
         self.discard = discard
 
     def check(self) -> None:
         """Validate the staging folder against this run, before any work (no changes on disk)."""
+        check_not_a_file(self.final)
         recover(self.final)
         if not self.staging.exists():
             if self.resume:
@@ -290,8 +377,15 @@ class StagedOutput:
             )
 
     def begin(self) -> Path:
-        """Create (or, on resume, keep) the staging folder; call on the main process only."""
+        """Take the output's lock, then create (or, on resume, keep) the staging folder; call on the main process
+        only. A second run into the same output is refused here, before it touches anything."""
         self.check()
+        self.lock.acquire()
+        try:
+            self.check()  # again under the lock: the holder before us may have changed the staging folder
+        except BaseException:
+            self.lock.release()
+            raise
         if self.staging.exists() and not self.resume:
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -308,16 +402,19 @@ class StagedOutput:
             os.replace(self.final, backup)
         os.replace(self.staging, self.final)
         shutil.rmtree(backup, ignore_errors=True)
+        self.lock.release()
         return self.final
 
     def abort(self) -> Path | None:
         """After a failure: keep the staging folder when it holds a checkpoint (returned, for a resume), else
         remove it. ``final`` is never touched."""
+        if not self.lock.held:  # refused at begin(): the staging folder is another run's
+            return None
         kept = checkpoints(self.staging)
-        if kept:
-            return kept[-1]
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return None
+        if not kept:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self.lock.release()
+        return kept[-1] if kept else None
 
 
 @contextlib.contextmanager

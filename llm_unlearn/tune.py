@@ -182,6 +182,10 @@ class TuneConfig:
             self.config = str(default) if default.is_file() else None
         if self.config is not None and not Path(self.config).is_file():
             raise FileNotFoundError(f"--config {self.config}: no such file")
+        if self.config is not None:
+            from .validation import load_yaml_recipe
+
+            load_yaml_recipe(self.config)  # a syntax error or a key given twice is said before any trial
         self.space = {**COMMON, **SEARCH_SPACES[self.method], **self.space}
         if self.dosing:  # the dose is chosen by the stopping rule's settings, not by a step count
             self.space.pop("max_steps", None)

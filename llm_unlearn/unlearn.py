@@ -238,7 +238,7 @@ def _resume_request(cfg, stage) -> str | None:
 def load_data(cfg):
     """Forget and retain rows, validated (fields, types, no shared items) before any model is loaded."""
     from .data.loading import load_split
-    from .data.schema import DataValidationError, validate_training_splits
+    from .data.schema import DataValidationError, check_partition, validate_training_splits
 
     if not cfg.data:
         raise ValueError("--data is required (a local folder of TOFU-schema files or a Hub dataset id)")
@@ -251,6 +251,8 @@ def load_data(cfg):
     forget = load_split(cfg.data, cfg.forget_split)
     retain = load_split(cfg.data, cfg.retain_split)
     validate_training_splits(forget, retain, cfg.forget_split, cfg.retain_split, str(cfg.data))
+    if (Path(cfg.data) / "full.jsonl").is_file():  # a local benchmark: the forget items must be ones the target saw
+        check_partition(load_split(cfg.data, "full"), forget, None, ("full", cfg.forget_split, None), str(cfg.data))
     if any(not r.get("perturbed_answer") for r in forget):
         # TOFU on the Hub keeps the wrong answers in `forgetXX_perturbed`: join them in by question.
         try:
@@ -590,7 +592,7 @@ def _train(cfg, trainer_cls, forget_rows, retain_rows, tokenizer, formatter, che
         "runtime": runtime_record(trainer.args.device, cfg.load_dtype()),
         "effective_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size,
         "global_steps": result.global_step,
-        "train_loss": result.training_loss,
+        "train_loss": trainer.whole_run_loss(result),  # across a resume: the whole run's, not the resumed steps'
         "train_seconds": seconds,
         "step_seconds": [round(t, 6) for t in trainer.step_seconds],
         "resumed_from": Path(checkpoint).name if checkpoint else None,

@@ -137,18 +137,48 @@ def check_positive(cfg, names: tuple[str, ...], minimum: dict[str, float] | None
             raise ValueError(f"--{name} must be at least {low}, got {value}")
 
 
+def check_seed(value, flag: str = "--seed") -> None:
+    """A seed numpy, torch and Python all accept: an integer in [0, 2**32 - 1]."""
+    if value is not None and not 0 <= value < 2**32:
+        raise ValueError(f"{flag} must be an integer in [0, 2**32 - 1] (numpy's seed range), got {value}")
+
+
 # --- recipes ------------------------------------------------------------------------------------------------------
 
 
+def _strict_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
+                        "keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def load_yaml_recipe(path: str | Path) -> dict:
-    """A flat YAML recipe, with a one-line error naming file and line for syntax errors and unsafe tags."""
+    """A flat YAML recipe, with a one-line error naming file and line for syntax errors, unsafe tags and keys
+    given twice."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
     try:
-        recipe = yaml.safe_load(path.read_text())
+        recipe = yaml.load(path.read_text(), Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

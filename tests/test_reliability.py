@@ -52,6 +52,7 @@ class Env:
     ref: Path
     ref_json_forget05: Path
     protected: list[Path] = field(default_factory=list)
+    cleanup: list = field(default_factory=list)
 
     def rows(self, split: str) -> list[dict]:
         return [json.loads(x) for x in (self.data / f"{split}.jsonl").read_text().splitlines() if x.strip()]
@@ -150,6 +151,36 @@ def no_eos_model(env: Env) -> Path:
     return path
 
 
+def user_file(env: Env, name: str = "out") -> Path:
+    """A file of the user's where an output folder is asked for."""
+    path = env.root / name
+    path.write_text("my notes")
+    env.protected.append(path)
+    return path
+
+
+def held_lock(env: Env, name: str = "out") -> list[str]:
+    """Another live process holds the output's lock (a run in progress into the same folder)."""
+    import os
+    import socket
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "60"])
+    env.cleanup.append(proc.kill)
+    lock = env.root / f".{name}.lock"
+    lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "since": "2026-01-01 00:00:00"}))
+    env.protected.append(lock)
+    assert proc.pid != os.getpid()
+    return unlearn(env, out=name)
+
+
+def foreign_forget_item(env: Env) -> None:
+    """A forget item the target never saw: in forget10 but not in full."""
+    rows = env.rows(FORGET)
+    rows[4] = {**rows[4], "question": "What is the favourite colour of Ilse Vantongeren?", "answer": "Teal."}
+    env.write_rows(FORGET, rows)
+
+
 def resume_into_finished(env: Env) -> None:
     (env.root / "ckpt").mkdir()
 
@@ -224,6 +255,25 @@ CASES = [
         lambda e: (e.write_rows(FORGET, e.rows(FORGET) * 2), ["data", "check", "--data", str(e.data)])[1],
         r"are the same item after normalization",
     ),
+    (
+        "forget_item_not_in_full",
+        lambda e: (foreign_forget_item(e), ["data", "check", "--data", str(e.data)])[1],
+        r"row 4 of split 'forget10' \(question 'What is the favourite colour of Ilse Vantongeren\?'\) is not in "
+        r"'full'",
+    ),
+    (
+        "unlearn_forget_item_not_in_full",
+        lambda e: (foreign_forget_item(e), unlearn(e))[1],
+        r"row 4 of split 'forget10' .* is not in 'full'",
+    ),
+    (
+        "retain_not_full_minus_forget",
+        lambda e: (
+            e.write_rows("retain90", e.rows("retain90")[1:]),
+            ["data", "check", "--data", str(e.data)],
+        )[1],
+        r"row \d+ of 'full' .* is in neither 'forget10' nor 'retain90'",
+    ),
     # --- eval ---------------------------------------------------------------------------------------------------
     (
         "reference_on_other_split",
@@ -281,6 +331,21 @@ CASES = [
         r"--output_dir .*data is the data",
     ),
     ("output_not_empty", lambda e: (foreign_output(e), unlearn(e))[1], r"output_dir .*out is not empty"),
+    (
+        "output_dir_is_a_file",
+        lambda e: (user_file(e), unlearn(e, "--overwrite_output", "true"))[1],
+        r"--output_dir .*out is an existing file, not a folder",
+    ),
+    (
+        "finetune_output_dir_is_a_file",
+        lambda e: (user_file(e, "ft"), finetune_args(e, "--overwrite"))[1],
+        r"--output_dir .*ft is an existing file, not a folder",
+    ),
+    (
+        "output_in_use_by_another_run",
+        held_lock,
+        r"--output_dir .*out is being written by another run \(pid \d+ on .*; lock .*\.out\.lock\)",
+    ),
     (
         "finetune_foreign_output",
         lambda e: (foreign_output(e), finetune_args(e, out="out"))[1],
@@ -343,6 +408,9 @@ CASES = [
         lambda e: finetune_args(e, "--gradient_accumulation_steps", "0"),
         r"--gradient_accumulation_steps must be positive",
     ),
+    ("seed_negative", lambda e: unlearn(e, "--seed=-1"), r"--seed must be an integer in \[0, 2\*\*32 - 1\]"),
+    ("lora_rank_zero", lambda e: unlearn(e, "--lora_r", "0"), r"--lora_r must be positive, got 0"),
+    ("finetune_seed_too_large", lambda e: finetune_args(e, "--seed", str(2**32)), r"--seed must be an integer"),
     ("bf16_on_cpu", lambda e: unlearn(e, "--bf16", "true"), r"--bf16 true needs a GPU and this machine has none"),
     ("eval_batch_zero", lambda e: evaluate(e, "--batch_size", "0"), r"batch_size .* must be positive"),
     # --- recipes ------------------------------------------------------------------------------------------------
@@ -370,6 +438,11 @@ CASES = [
         "yaml_unknown_key",
         lambda e: unlearn(e, "--config", str(recipe(e, "learning_rat: 1e-3\n"))),
         r"unknown argument\(s\) for method 'grad_diff': learning_rat",
+    ),
+    (
+        "yaml_duplicate_key",
+        lambda e: unlearn(e, "--config", str(recipe(e, "max_steps: 3\nlearning_rate: 1e-3\nmax_steps: 5000\n"))),
+        r"recipe.yaml:3: invalid YAML recipe: key 'max_steps' appears twice \(lines 1 and 3\)",
     ),
     ("yaml_missing", lambda e: unlearn(e, "--config", str(e.root / "no.yaml")), r"--config .*no.yaml: no such file"),
     # --- resume -------------------------------------------------------------------------------------------------
@@ -401,7 +474,10 @@ def env(world, tmp_path) -> Env:
     shutil.copytree(world["bench"], data)
     shutil.copytree(world["target"], target)
     shutil.copytree(world["ref"], ref)
-    return Env(tmp_path, data, target, ref, world["ref_json_forget05"], protected=[data, target, ref])
+    e = Env(tmp_path, data, target, ref, world["ref_json_forget05"], protected=[data, target, ref])
+    yield e
+    for undo in e.cleanup:
+        undo()
 
 
 @pytest.fixture

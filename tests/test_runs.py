@@ -316,4 +316,29 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(target, small_bench, tm
     record = json.loads((out / RECORD).read_text())
     assert record["resumed_from"] == newest.name and record["global_steps"] == 40
     assert max_diff(weights(out), weights(whole)) <= 1e-6
+    # the record describes the whole run, not only the steps after the resume
+    assert record["train_loss"] == pytest.approx(json.loads((whole / RECORD).read_text())["train_loss"], abs=1e-6)
     assert not staging.exists()
+
+
+def test_two_runs_into_one_folder_one_succeeds_the_other_is_refused_at_once(target, small_bench, tmp_path):
+    """The second run starts while the first trains (its lock exists): it is refused before it loads a model, and
+    the first one finishes into the folder."""
+    out = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", SCRIPT, *unlearn_args(target, small_bench, out, "--max_steps", "600")]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not runs.lock_path(out).exists() and first.poll() is None:
+        time.sleep(0.05)
+    assert first.poll() is None, "the first run ended before the second could start"
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    still_training = first.poll() is None
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert still_training, "the first run ended before the second was refused: the race was not tested"
+    assert second.returncode == 2, second.stderr
+    assert re.search(r"--output_dir .*shared is being written by another run \(pid \d+ on ", second.stderr)
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    record = json.loads((out / RECORD).read_text())
+    assert record["global_steps"] == 600
+    assert not runs.lock_path(out).exists() and not runs.staging_path(out).exists()

@@ -204,6 +204,35 @@ def validate_training_splits(
     _check_disjoint(forget_rows, retain_rows, forget_name, retain_name, source)
 
 
+def check_partition(
+    full: Sequence[Mapping], forget: Sequence[Mapping], retain: Sequence[Mapping] | None, names: tuple, source: str
+) -> None:
+    """``forget`` ⊆ ``full``, and (when ``retain`` is given) ``retain`` = ``full`` − ``forget``: every item (normalized
+    question and answer) of the forget and retain splits is in ``full``, and every item of ``full`` is in one of them.
+    ``names`` = (full, forget, retain) split names for the error."""
+    full_name, forget_name, retain_name = names
+    in_full = {_key(r) for r in full}
+    for split, rows in ((forget_name, forget), (retain_name, retain or [])):
+        missing = [i for i, r in enumerate(rows) if _key(r) not in in_full]
+        if missing:
+            row = rows[missing[0]]
+            raise DataValidationError(
+                f"{source}: row {missing[0]} of split {split!r} (question {row['question']!r}) is not in "
+                f"{full_name!r}{_more(len(missing) - 1, 'such rows')}: the target is trained on {full_name!r}, so "
+                f"{split!r} must be drawn from it"
+            )
+    if retain is not None:
+        covered = {_key(r) for r in forget} | {_key(r) for r in retain}
+        left = [i for i, r in enumerate(full) if _key(r) not in covered]
+        if left:
+            row = full[left[0]]
+            raise DataValidationError(
+                f"{source}: row {left[0]} of {full_name!r} (question {row['question']!r}) is in neither "
+                f"{forget_name!r} nor {retain_name!r}{_more(len(left) - 1, 'such rows')}: the retain split must be "
+                f"{full_name!r} without {forget_name!r}"
+            )
+
+
 def holdout_halves(rows: Sequence[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Two seeded halves of a holdout split, ``(dosing half, evaluation half)``: an item's half is decided by a hash
     of the seed and its question alone, so the halves do not depend on the rows' order or on the other rows."""

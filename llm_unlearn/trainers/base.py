@@ -252,7 +252,7 @@ class UnlearnConfig(TrainingArguments):
     def _check_numbers(self) -> None:
         """Numbers that would silently break a run, refused before any work: NaN/inf anywhere, and a run that
         cannot move the weights (an untouched target must never be saved as "unlearned")."""
-        from ..validation import check_finite_fields, check_positive
+        from ..validation import check_finite_fields, check_positive, check_seed
 
         check_finite_fields(self)
         check_positive(
@@ -260,6 +260,11 @@ class UnlearnConfig(TrainingArguments):
             ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length"),
             minimum={"weight_decay": 0.0, "warmup_steps": 0.0, "max_grad_norm": 0.0},
         )
+        check_positive(self, ("lora_r", "lora_alpha"))
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout is a probability in [0, 1), got {self.lora_dropout}")
+        check_seed(self.seed)
+        check_seed(self.data_seed, "--data_seed")
         if self.max_steps == 0 or (self.max_steps < 0 and not self.num_train_epochs > 0):
             raise ValueError(
                 "--max_steps 0 / --num_train_epochs 0 would save the untouched model as unlearned: give a positive "
@@ -428,6 +433,49 @@ class UnlearnTrainer(Trainer):
         if grad_norm is not None and not math.isfinite(float(grad_norm)):
             raise DivergenceError(f"non-finite gradient norm {float(grad_norm)} at step {self.state.global_step + 1}")
         return grad_norm
+
+    # --- the whole run's loss across a resume ------------------------------------------------------------------
+
+    LOSS_SUM = "train_loss_sum"  # a log-history entry of every checkpoint: the loss summed over all steps so far
+
+    def loss_sum_before(self) -> float | None:
+        """The loss summed over the steps run before this session: 0 for a fresh run, the resumed checkpoint's entry
+        on a resume, ``None`` when that checkpoint does not record it (written by an older llm-unlearn)."""
+        start = getattr(self, "_initial_global_step", 0)
+        if not start:
+            return 0.0
+        for h in reversed(self.state.log_history):
+            if self.LOSS_SUM in h and h.get("step") == start:
+                return float(h[self.LOSS_SUM])
+        return None
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Every checkpoint records the loss summed over all steps so far (earlier sessions included), so that a
+        resumed run reports the whole run's mean loss, not the mean of its resumed steps."""
+        before = self.loss_sum_before()
+        if before is not None:
+            total = before + self._total_loss_scalar + self._tr_loss.item()
+            self.state.log_history.append({"step": self.state.global_step, self.LOSS_SUM: total})
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            if before is not None:
+                self.state.log_history.pop()
+
+    def whole_run_loss(self, result) -> float:
+        """The mean loss per optimizer step over the whole run, across resumes (``result``: ``train()``'s)."""
+        start = getattr(self, "_initial_global_step", 0)
+        if not start or not self.state.global_step:
+            return result.training_loss
+        before = self.loss_sum_before()
+        if before is None:
+            logger.warning(
+                "the resumed checkpoint does not record its earlier steps' loss: train_loss covers steps %d-%d only",
+                start + 1,
+                self.state.global_step,
+            )
+            return result.training_loss
+        return (before + result.training_loss * (self.state.global_step - start)) / self.state.global_step
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._terms and "loss" in logs:
