@@ -521,6 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     except HubPushError as e:  # network, token or Hub refusal: one line, naming the intact local folder
         print(f"llm-unlearn {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # disk full, read-only place, a file changed underneath: one line, naming the file
+        from .validation import describe_os_error
+
+        print(f"llm-unlearn {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"llm-unlearn {args.command}: interrupted; no output was left looking finished", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -193,6 +193,24 @@ def load_eval_result(path: str | Path) -> dict:
     return result
 
 
+def check_eval_describes(result: dict, path: str | Path, run_dir: str | Path) -> None:
+    """The card publishes an evaluation only of the weights it uploads: the evaluation's recorded fingerprint must
+    be that of the run folder's weights."""
+    from .runs import model_fingerprint
+
+    scored = result.get("model_fingerprint")
+    if not scored:
+        raise ValueError(
+            f"--eval {path} does not record which weights it scored (an older llm-unlearn wrote it): evaluate the run "
+            f"again (llm-unlearn eval --model {run_dir} ...) before pushing"
+        )
+    if scored != model_fingerprint(run_dir):
+        raise ValueError(
+            f"--eval {path} scored other weights ({result.get('model')}) than those in {run_dir}: the card would "
+            f"publish another model's numbers; evaluate {run_dir} and push with that evaluation"
+        )
+
+
 # --- the card -----------------------------------------------------------------------------------------------------
 
 
@@ -807,6 +825,7 @@ def push_run(
             logger.warning("no evaluation in %s: the card says how to evaluate (llm-unlearn eval)", run_dir)
     eval_result = load_eval_result(eval_json) if eval_json is not None else None
     if eval_result is not None:
+        check_eval_describes(eval_result, eval_json, run_dir)
         logger.info("model card with the evaluation %s", eval_json)
     text = model_card(run_dir, eval_result, repo_id=repo_id, base_model=base_model, license=license)
     write_card(run_dir, text, card)

@@ -78,6 +78,21 @@ def load_tokenizer(name_or_path: str | Path):
     return tok
 
 
+def tokenizer_fingerprint(tok) -> str:
+    """What decides how text becomes token ids and back: the vocabulary, the added tokens and the special tokens
+    (with their ids). Two models compared token by token must share it."""
+    import hashlib
+    import json
+
+    special = {k: str(v) for k, v in sorted(tok.special_tokens_map.items())}
+    ident = {
+        "vocab": sorted(tok.get_vocab().items()),
+        "special": special,
+        "special_ids": sorted((t, tok.convert_tokens_to_ids(t)) for t in tok.all_special_tokens),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def load_causal_lm(name_or_path: str | Path, dtype: str = "auto", device: str | None = None):
     """A causal LM (or a PEFT adapter folder, loaded onto its base; or a GGUF file, through its converted folder) in
     eval mode."""

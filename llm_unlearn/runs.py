@@ -38,9 +38,10 @@ logger = logging.getLogger(__name__)
 PARTIAL_MARKER = "llm_unlearn_partial.json"  # inside a staging folder: what run it belongs to
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
-# Files of a model folder that decide what the model computes (weights, architecture, tokenizer, adapter).
+# Files of a model folder that decide what the model computes (weights, architecture, tokenizer, adapter); not the
+# Trainer's pickled arguments (training_args.bin), which name paths and settings, not weights.
 MODEL_FILE_RE = re.compile(
-    r"^(.*\.safetensors|.*\.bin|.*\.gguf|.*\.safetensors\.index\.json|config\.json|generation_config\.json|"
+    r"^(.*\.safetensors|(?!training_args\.bin$).*\.bin|.*\.gguf|.*\.safetensors\.index\.json|config\.json|generation_config\.json|"
     r"adapter_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|tokenizer\.model|"
     r"vocab\.json|merges\.txt|added_tokens\.json|chat_template\.jinja|chat_template\.json)$"
 )

@@ -130,6 +130,9 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
 DOSING_SPACE = {
     "dose_every": ("int", 2, 10, False),
     "dose_tolerance": ("float", 0.02, 0.5, True),
+    # the retain probe (training items) dips early in a run and recovers as the retain term acts: the search chooses
+    # how far it may dip; the evaluation's utility retention (the constraint) judges the end
+    "dose_retain_guard": ("float", 0.03, 0.4, True),
 }
 DOSE_MAX_STEPS = 300
 FQ_BAR = 0.05

@@ -702,4 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     except (HubPushError, DivergenceError) as e:  # the message says what is saved and how to go on
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # disk full, read-only place: one line (run() already said what is unchanged)
+        from .validation import describe_os_error
+
+        print(f"unlearn: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # run() already said what is unchanged and what was kept
+        print("unlearn: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -137,6 +137,21 @@ def check_positive(cfg, names: tuple[str, ...], minimum: dict[str, float] | None
             raise ValueError(f"--{name} must be at least {low}, got {value}")
 
 
+def describe_os_error(e: OSError) -> str:
+    """One line for an I/O fault, naming the file and what to do: a full disk, a read-only or forbidden place, or
+    any other OS error (its own message)."""
+    import errno
+
+    where = e.filename or "the output"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device holding {where}: free some space (or write elsewhere) and run again"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where} ({e.strerror}): choose a writable place for the output"
+    if e.errno is None:
+        return str(e)
+    return f"{where}: {e.strerror or e}"
+
+
 def check_seed(value, flag: str = "--seed") -> None:
     """A seed numpy, torch and Python all accept: an integer in [0, 2**32 - 1]."""
     if value is not None and not 0 <= value < 2**32:

@@ -33,13 +33,20 @@ def world(small_bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     target = finetune(FinetuneConfig(data=str(small_bench), output_dir=str(root / "target"), split="full", **TINY))
     ref = finetune(FinetuneConfig(data=str(small_bench), output_dir=str(root / "ref"), split="retain90", **TINY))
+    ref95 = finetune(FinetuneConfig(data=str(small_bench), output_dir=str(root / "ref95"), split="retain95", **TINY))
     other = root / "ref_forget05.json"
     rc = main(
-        ["eval", "--model", str(ref), "--reference", str(ref), "--data", str(small_bench)]
+        ["eval", "--model", str(ref95), "--reference", str(ref95), "--data", str(small_bench)]
         + ["--forget_split", "forget05", "--output", str(other), "--max_new_tokens", "2"]
     )
     assert rc == 0
-    return {"bench": small_bench, "target": target, "ref": ref, "ref_json_forget05": other}
+    ref_json = root / "ref_forget10.json"
+    rc = main(
+        ["eval", "--model", str(ref), "--reference", str(ref), "--data", str(small_bench)]
+        + ["--output", str(ref_json), "--max_new_tokens", "2"]
+    )
+    assert rc == 0
+    return {"bench": small_bench, "target": target, "ref": ref, "ref_json_forget05": other, "ref_json": ref_json}
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Env:
     target: Path
     ref: Path
     ref_json_forget05: Path
+    ref_json: Path
     protected: list[Path] = field(default_factory=list)
     cleanup: list = field(default_factory=list)
 
@@ -181,6 +189,39 @@ def foreign_forget_item(env: Env) -> None:
     env.write_rows(FORGET, rows)
 
 
+def saved_reference(env: Env, edit) -> Path:
+    """A copy of the reference's saved forget10 evaluation naming this case's reference folder, edited by ``edit``."""
+    result = json.loads(env.ref_json.read_text())
+    result["model"] = str(env.ref)
+    edit(result)
+    path = env.root / "ref_eval.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+def _items(result: dict) -> list[dict]:
+    return result["splits"]["forget"]["items"]
+
+
+def other_tokenizer_model(env: Env) -> Path:
+    from transformers import AutoTokenizer
+
+    path = env.root / "other_tok"
+    shutil.copytree(env.ref, path)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.add_special_tokens({"additional_special_tokens": ["<|redacted|>"]})
+    tok.save_pretrained(path)
+    return path
+
+
+def rewritten_reference(env: Env) -> Path:
+    """The reference's folder rewritten after its evaluation was saved: the saved numbers describe other weights."""
+    path = saved_reference(env, lambda r: None)
+    cfg = json.loads((env.ref / "config.json").read_text())
+    (env.ref / "config.json").write_text(json.dumps({**cfg, "rewritten": True}))
+    return path
+
+
 def resume_into_finished(env: Env) -> None:
     (env.root / "ckpt").mkdir()
 
@@ -303,6 +344,73 @@ CASES = [
         "eval_reference_not_a_model",
         lambda e: ((e.root / "empty").mkdir(), evaluate(e, reference=e.root / "empty"))[1],
         r"--reference .*empty: no config.json",
+    ),
+    (
+        "eval_same_reference_twice",
+        lambda e: [*evaluate(e), "--reference", str(e.ref), str(e.ref)],
+        r"--reference .*ref is --reference .*ref: each reference must be a separately retrained model",
+    ),
+    (
+        "eval_reference_copied_under_another_name",
+        lambda e: (
+            shutil.copytree(e.ref, e.root / "ref_copy"),
+            [*evaluate(e), "--reference", str(e.ref), str(e.root / "ref_copy")],
+        )[1],
+        r"--reference .*ref_copy holds the same weights as --reference .*ref:",
+    ),
+    (
+        "eval_reference_trained_for_another_split",
+        lambda e: evaluate(e, "--forget_split", "forget05"),
+        r"--reference .*ref was trained on 'retain90' .* --forget_split forget05 needs a reference retrained on "
+        r"'retain95'",
+    ),
+    (
+        "eval_reference_with_another_tokenizer",
+        lambda e: evaluate(e, reference=other_tokenizer_model(e)),
+        r"--reference .*other_tok has another tokenizer \(vocabulary or special tokens\) than --model",
+    ),
+    (
+        "eval_reference_json_items_cut",
+        lambda e: evaluate(e, reference=saved_reference(e, lambda r: _items(r).__delitem__(slice(3, None)))),
+        r"ref_eval.json holds 3 forget items, the forget split 'forget10' has \d+",
+    ),
+    (
+        "eval_reference_json_nan_truth_ratio",
+        lambda e: evaluate(e, reference=saved_reference(e, lambda r: _items(r)[2].update(truth_ratio=float("nan")))),
+        r"ref_eval.json: forget item 2 has truth ratio nan \(not a finite number\)",
+    ),
+    (
+        "eval_reference_json_numbers_edited",
+        lambda e: evaluate(e, reference=saved_reference(e, lambda r: _items(r)[0].update(truth_ratio=0.5))),
+        r"ref_eval.json: its numbers do not match its integrity hash",
+    ),
+    (
+        "eval_reference_json_items_swapped",
+        lambda e: evaluate(e, reference=saved_reference(e, lambda r: _items(r).reverse())),
+        r"ref_eval.json: forget item 0 is .*, the forget split's row 0 is",
+    ),
+    (
+        "eval_reference_json_without_fingerprint",
+        lambda e: evaluate(e, reference=saved_reference(e, lambda r: r.pop("model_fingerprint"))),
+        r"ref_eval.json does not record the fingerprint of the weights it scored",
+    ),
+    (
+        "eval_reference_json_of_rewritten_weights",
+        lambda e: evaluate(e, reference=rewritten_reference(e)),
+        r"ref_eval.json scored other weights than those now in .*ref",
+    ),
+    (
+        "eval_output_over_the_models_config",
+        lambda e: evaluate(e, "--output", str(e.target / "config.json"), "--overwrite"),
+        r"--output .*config.json would overwrite .*config.json, a file of the model .*: an evaluation never writes "
+        r"over its inputs, even with --overwrite",
+    ),
+    (
+        "eval_output_over_the_targets_tokenizer",
+        lambda e: evaluate(
+            e, "--target", str(e.target), "--output", str(e.target / "tokenizer.json"), "--overwrite", model=e.ref
+        ),
+        r"would overwrite .*tokenizer.json, a file of the target",
     ),
     # --- where the output goes ----------------------------------------------------------------------------------
     (
@@ -474,7 +582,7 @@ def env(world, tmp_path) -> Env:
     shutil.copytree(world["bench"], data)
     shutil.copytree(world["target"], target)
     shutil.copytree(world["ref"], ref)
-    e = Env(tmp_path, data, target, ref, world["ref_json_forget05"], protected=[data, target, ref])
+    e = Env(tmp_path, data, target, ref, world["ref_json_forget05"], world["ref_json"], protected=[data, target, ref])
     yield e
     for undo in e.cleanup:
         undo()

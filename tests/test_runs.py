@@ -227,6 +227,54 @@ def test_eval_cache_is_keyed_on_weights_and_a_corrupt_entry_is_recomputed(target
     assert len(list((model / CACHE_DIR).glob("*.json"))) == 2
 
 
+def test_a_cache_file_is_trusted_by_its_content_not_its_name(target, small_bench, tmp_path, caplog):
+    """Another model's valid evaluation placed under this model's cache key is not reported as this model's."""
+    from llm_unlearn.evaluation.evaluator import CACHE_DIR, EvalConfig, evaluate_model
+    from llm_unlearn.runs import model_fingerprint
+
+    model, other = tmp_path / "model", tmp_path / "other"
+    shutil.copytree(target, model)
+    shutil.copytree(target, other)
+    w = {k: v * 0.5 for k, v in weights(other).items()}
+    from safetensors.torch import save_file
+
+    save_file(w, str(other / "model.safetensors"), metadata={"format": "pt"})
+    cfg = EvalConfig(max_new_tokens=2)
+    mine = evaluate_model(model, str(small_bench), cfg)
+    theirs = evaluate_model(other, str(small_bench), cfg)
+    assert mine["model_fingerprint"] == model_fingerprint(model) != theirs["model_fingerprint"]
+    (cache,) = (model / CACHE_DIR).glob("*.json")
+    (theirs_cache,) = (other / CACHE_DIR).glob("*.json")
+    shutil.copy(theirs_cache, cache)  # a valid evaluation, of other weights, under this model's key
+    again = evaluate_model(model, str(small_bench), cfg)
+    assert "it scored other weights" in caplog.text
+    assert again["model_fingerprint"] == mine["model_fingerprint"]
+    assert again["splits"]["forget"]["aggregate"] == mine["splits"]["forget"]["aggregate"]
+    assert again["splits"]["forget"]["aggregate"] != theirs["splits"]["forget"]["aggregate"]
+
+
+def test_an_evaluation_overlapping_a_rewrite_of_the_model_saves_nothing(target, small_bench, tmp_path, monkeypatch):
+    from llm_unlearn.evaluation import evaluator
+    from llm_unlearn.evaluation.evaluator import CACHE_DIR, EvalConfig, evaluate_model
+
+    model = tmp_path / "model"
+    shutil.copytree(target, model)
+    real = evaluator.evaluate_qa
+
+    def scored_while_rewritten(*args, **kwargs):
+        out = real(*args, **kwargs)
+        w = {k: v * 0 for k, v in weights(model).items()}
+        from safetensors.torch import save_file
+
+        save_file(w, str(model / "model.safetensors"), metadata={"format": "pt"})  # another run commits meanwhile
+        return out
+
+    monkeypatch.setattr(evaluator, "evaluate_qa", scored_while_rewritten)
+    with pytest.raises(OSError, match=r"changed while they were evaluated .* nothing was saved"):
+        evaluate_model(model, str(small_bench), EvalConfig(max_new_tokens=2))
+    assert not list((model / CACHE_DIR).glob("*.json"))
+
+
 def test_no_token_reaches_the_disk(target, small_bench, tmp_path):
     out = tmp_path / "u"
     secret = "hf_never_on_disk_123"

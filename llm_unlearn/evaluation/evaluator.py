@@ -27,7 +27,7 @@ from .privacy import HOLDOUT, MIA_ATTACKS, privacy_scores, privacy_summary  # no
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "eval_cache"
-EVAL_VERSION = 5  # bump when the result layout changes: invalidates cached evaluations
+EVAL_VERSION = 6  # bump when the result layout changes: invalidates cached evaluations
 RESULT_KIND = "llm_unlearn.eval"
 # role -> (display name, uses the paraphrase as the correct answer of the truth ratio)
 ROLES = {
@@ -249,16 +249,19 @@ def model_utility(splits: dict[str, dict]) -> float:
     return M.harmonic_mean(values)
 
 
-def cache_key(model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig, runtime=None) -> str:
+def cache_key(
+    model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig, runtime=None, weights: str | None = None
+) -> str:
     """Content key of an evaluation: the settings, the model's weight/config/tokenizer files' hashes (never their
-    paths or times), the evaluation data, and the kind of device and the dtype it is scored in (``runtime``, from
-    :meth:`EvalConfig.runtime`: a GPU's or a bfloat16 evaluation is another evaluation)."""
+    paths or times; ``weights`` when already computed), the evaluation data, and the kind of device and the dtype it
+    is scored in (``runtime``, from :meth:`EvalConfig.runtime`: a GPU's or a bfloat16 evaluation is another one)."""
     from ..runs import model_fingerprint
 
     h = hashlib.sha256()
     # the memory bound bounds memory, not results; the device and dtype requests enter as what they resolve to
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_scoring_memory", "device", "torch_dtype")}
-    ident = {"cfg": settings, "weights": model_fingerprint(model_path), "version": EVAL_VERSION}
+    weights = weights or model_fingerprint(model_path)
+    ident = {"cfg": settings, "weights": weights, "version": EVAL_VERSION}
     if runtime is not None:
         device, dtype = runtime
         if getattr(device, "type", "cpu") != "cpu" or dtype_name(dtype) != "float32":
@@ -272,6 +275,33 @@ def data_fingerprint(data: dict[str, list[dict]]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+INTEGRITY_KEYS = ("model_fingerprint", "tokenizer_fingerprint", "data_fingerprint", "config", "splits")
+
+
+def result_integrity(result: dict) -> str:
+    """A hash of what an evaluation measured (its per-item numbers, settings, data and the weights it scored): a
+    saved evaluation whose numbers were edited, cut or swapped no longer matches its recorded hash."""
+    part = {k: result.get(k) for k in INTEGRITY_KEYS}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, allow_nan=True).encode()).hexdigest()[:16]
+
+
+def _cache_problem(cached: dict, weights: str, data: dict) -> str | None:
+    """Why a cache file cannot be this evaluation (verified by content, never trusted by its name); None if it is."""
+    if cached.get("kind") != RESULT_KIND:
+        return "not an evaluation result"
+    if cached.get("model_fingerprint") != weights:
+        return "it scored other weights"
+    if cached.get("data_fingerprint") != data_fingerprint(data):
+        return "it scored other data"
+    if cached.get("integrity") != result_integrity(cached):
+        return "its numbers do not match its integrity hash"
+    return None
+
+
+class ModelChangedError(OSError):
+    """The model folder was rewritten while it was evaluated: the numbers describe no single set of weights."""
+
+
 def evaluate_model(
     model_path: str | Path,
     data_source: str,
@@ -282,7 +312,8 @@ def evaluate_model(
     """Evaluate the model folder at ``model_path`` on the benchmark's four evaluation splits (cached)."""
     from ..data.formatting import QAFormatter
     from ..devices import runtime_record
-    from ..modeling import load_causal_lm, load_tokenizer
+    from ..modeling import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+    from ..runs import model_fingerprint
     from .sharding import from_main, is_main_process
 
     model_path = Path(model_path)
@@ -290,11 +321,15 @@ def evaluate_model(
         raise FileNotFoundError(f"model folder {model_path} does not exist")
     data = data if data is not None else load_eval_data(data_source, cfg)
     device, dtype = cfg.runtime()
-    key = cache_key(model_path, data, cfg, (device, dtype))
+    weights = model_fingerprint(model_path)
+    key = cache_key(model_path, data, cfg, (device, dtype), weights=weights)
     cache = model_path / CACHE_DIR / f"{key}.json"
     cached = read_json_cache(cache) if use_cache else None
+    if cached is not None and (problem := _cache_problem(cached, weights, data)):
+        logger.warning("ignoring the cached evaluation %s (%s): evaluating again", cache, problem)
+        cached = None
     # Several processes take the main one's answer: a rank that reuses the cache skips the collectives of the others.
-    cached = from_main(cached if cached is not None and cached.get("kind") == RESULT_KIND else None)
+    cached = from_main(cached)
     if cached is not None:
         logger.info("reusing cached evaluation %s", cache)
         return cached
@@ -315,8 +350,16 @@ def evaluate_model(
         "data_fingerprint": data_fingerprint(data),
         "config": asdict(cfg),
         "runtime": runtime_record(device, next(model.parameters()).dtype),
+        "model_fingerprint": weights,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         **body,
     }
+    result["integrity"] = result_integrity(result)
+    if model_fingerprint(model_path) != weights:  # re-hashed only when a file's size or time changed
+        raise ModelChangedError(
+            f"the model files in {model_path} changed while they were evaluated (another run rewrote the folder): "
+            "nothing was saved; evaluate again once that run has finished"
+        )
     if is_main_process():  # the other ranks hold the same result
         atomic_write_json(cache, result, indent=None)
     return result

@@ -21,7 +21,15 @@ logger = logging.getLogger(__name__)
 
 
 def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg, flag: str = "--reference") -> None:
-    """A saved evaluation must be of the same data and forget split as this evaluation."""
+    """A saved evaluation is used only when it is provably this evaluation's: same forget split and data, its
+    forget items the forget split's items (same questions and answers, in order), every truth ratio finite, the
+    fingerprint of the weights it scored recorded, its numbers matching its integrity hash, and, where the model
+    folder it names is present, those weights still the ones it scored."""
+    import math
+
+    from ..runs import model_fingerprint
+    from .evaluator import result_integrity
+
     split = (ref.get("config") or {}).get("forget_split")
     if split != cfg.forget_split:
         raise ValueError(
@@ -33,6 +41,121 @@ def _check_reference_json(ref: dict, path: Path, eval_data: dict, cfg, flag: str
             f"{flag} {path} was evaluated on other data ({ref.get('data')}) than --data: pass its model folder to "
             "evaluate it on this data"
         )
+    if not ref.get("model_fingerprint"):
+        raise ValueError(
+            f"{flag} {path} does not record the fingerprint of the weights it scored (an older llm-unlearn wrote it): "
+            "pass the model folder instead, to evaluate it again"
+        )
+    if ref.get("benchmark") != "text":
+        items = ((ref.get("splits") or {}).get("forget") or {}).get("items") or []
+        rows = eval_data.get("forget") or []
+        if len(items) != len(rows):
+            raise ValueError(
+                f"{flag} {path} holds {len(items)} forget items, the forget split {cfg.forget_split!r} has "
+                f"{len(rows)}: it is not an evaluation of this split; pass the model folder instead"
+            )
+        for i, (item, row) in enumerate(zip(items, rows)):
+            if (item.get("question"), item.get("answer")) != (row.get("question"), row.get("answer")):
+                raise ValueError(
+                    f"{flag} {path}: forget item {i} is {item.get('question')!r}, the forget split's row {i} is "
+                    f"{row.get('question')!r}: it is not an evaluation of this split; pass the model folder instead"
+                )
+            tr = item.get("truth_ratio")
+            if not isinstance(tr, (int, float)) or not math.isfinite(tr):
+                raise ValueError(
+                    f"{flag} {path}: forget item {i} has truth ratio {tr!r} (not a finite number): the file is "
+                    "damaged; pass the model folder instead"
+                )
+    if ref.get("integrity") != result_integrity(ref):
+        raise ValueError(
+            f"{flag} {path}: its numbers do not match its integrity hash (the file was edited after it was written): "
+            "pass the model folder instead, to evaluate it again"
+        )
+    folder = Path(str(ref.get("model", "")))
+    if ref.get("model") and folder.is_dir() and model_fingerprint(folder) != ref["model_fingerprint"]:
+        raise ValueError(
+            f"{flag} {path} scored other weights than those now in {folder} (the folder was rewritten since): "
+            f"pass {folder} itself to evaluate the weights it holds"
+        )
+
+
+def check_distinct_references(references: list[str]) -> None:
+    """Each reference must be another model: the same folder (or the same weights under another name) twice would
+    fake a noise floor of 1."""
+    from ..runs import model_fingerprint
+
+    seen: dict[str, str] = {}
+    for ref in references:
+        path = Path(ref)
+        if path.is_file():
+            try:
+                fp = json.loads(path.read_text()).get("model_fingerprint") or f"file:{path.resolve()}"
+            except (OSError, ValueError):
+                fp = f"file:{path.resolve()}"
+        else:
+            fp = model_fingerprint(path)
+        if fp in seen:
+            same = "is" if Path(seen[fp]).resolve() == path.resolve() else "holds the same weights as"
+            raise ValueError(
+                f"--reference {ref} {same} --reference {seen[fp]}: each reference must be a separately retrained "
+                "model (the same one twice fakes a noise floor of 1); drop the duplicate"
+            )
+        seen[fp] = ref
+
+
+def check_reference_provenance(references: list[str], forget_split: str) -> None:
+    """A reference folder that records the split it was trained on must have been trained on this forget split's
+    retain split (a forget10 run judged against retain95 references is judged against the wrong retraining); a
+    reference without that record is named in a warning."""
+    from ..data.schema import BenchmarkSplits
+
+    retain = BenchmarkSplits.from_forget(forget_split).retain
+    for ref in references:
+        path = Path(ref)
+        if not path.is_dir():
+            continue
+        try:
+            split = json.loads((path / "finetune_config.json").read_text())["config"]["split"]
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning(
+                "--reference %s: no record of the split it was trained on (finetune_config.json): make sure it was "
+                "retrained on %s, the retain split of %s",
+                ref,
+                retain,
+                forget_split,
+            )
+            continue
+        if split != retain:
+            raise ValueError(
+                f"--reference {ref} was trained on {split!r} (its finetune_config.json), but --forget_split "
+                f"{forget_split} needs a reference retrained on {retain!r}: pass that split's references"
+            )
+
+
+def check_same_tokenizer(roles: list[tuple[str, str]]) -> None:
+    """Model, target and references must share one tokenizer (vocabulary and special tokens): per-token losses of
+    models with different tokenizers are not comparable. ``roles``: (flag, model folder or saved evaluation)."""
+    from ..modeling import load_tokenizer, tokenizer_fingerprint
+
+    first: tuple[str, str, str] | None = None
+    for flag, path in roles:
+        p = Path(path)
+        if p.is_file():
+            try:
+                fp = json.loads(p.read_text()).get("tokenizer_fingerprint")
+            except (OSError, ValueError):
+                fp = None
+        else:
+            fp = tokenizer_fingerprint(load_tokenizer(p))
+        if fp is None:
+            continue
+        if first is None:
+            first = (flag, path, fp)
+        elif fp != first[2]:
+            raise ValueError(
+                f"{flag} {path} has another tokenizer (vocabulary or special tokens) than {first[0]} {first[1]}: "
+                "their losses are not comparable; evaluate models that share one tokenizer"
+            )
 
 
 def check_eval_inputs(model: str, reference: str | None, output: Path) -> None:
@@ -69,6 +192,31 @@ def check_output_file(output: Path, overwrite: bool) -> None:
         if not ours:
             raise FileExistsError(
                 f"{output} exists and is not an llm-unlearn evaluation; pass --overwrite or --output"
+            )
+
+
+def check_not_an_input_file(output: Path, folders: dict[str, str | None]) -> None:
+    """Inside an input folder (model, target, reference) the output may only be new or replace an earlier
+    evaluation: a model's own files (``config.json``, weights, tokenizer, its card) are never overwritten, whatever
+    ``--overwrite`` says. The Markdown report and the plot written beside the JSON count too."""
+    companions = [output, output.with_suffix(".md"), output.with_name(f"{output.stem}_truth_ratio_ecdf.png")]
+    try:
+        ours = output.is_file() and json.loads(output.read_text()).get("kind") == RESULT_KIND
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if ours:  # an earlier evaluation and its report: replacing them is what --overwrite is for
+        return
+    for flag, folder in folders.items():
+        if not folder or not Path(folder).is_dir():
+            continue
+        root = Path(folder).resolve()
+        for path in companions:
+            if root not in path.resolve().parents or not path.exists():
+                continue
+            raise ValueError(
+                f"--output {output} would overwrite {path}, a file of the {flag.lstrip('-')} {folder} (not an earlier "
+                "evaluation): an evaluation never writes over its inputs, even with --overwrite; choose another "
+                "--output"
             )
 
 
@@ -157,6 +305,8 @@ def run_eval(
         if Path(ref).resolve() != Path(model).resolve():
             guarded[f"reference {ref}" if i else "reference"] = ref
     check_output_location(out, guarded, flag="output")
+    roles = {"--model": model, "--target": target if target and Path(target).is_dir() else None}
+    check_not_an_input_file(out, {**roles, **{f"reference {r}": r for r in references}})
     if cfg.data_format == "qa" and cfg.holdout_half == "all" and _dosed(model):
         logger.info(
             "%s was unlearned with self-dosing: membership inference uses the holdout's evaluation half", model
@@ -169,6 +319,10 @@ def run_eval(
             _check_reference_json(load_result(Path(path)), Path(path), eval_data, cfg, flag)
         elif flag == "--target":
             check_model_source(path, flag)
+    check_distinct_references(references)
+    if cfg.data_format == "qa":
+        check_reference_provenance(references, cfg.forget_split)
+    check_same_tokenizer([("--model", model), *((f, p) for p, f in saved)])
     refs = [_load_or_evaluate(Path(r), data, cfg, eval_data, use_cache, "--reference") for r in references]
     result = evaluate_model(model, data, cfg, use_cache=use_cache, data=eval_data)
     compared = compare(result, refs[0])
