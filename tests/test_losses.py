@@ -146,9 +146,6 @@ def test_simnpo_loss_hand_values():
     # logp/len = (−1, −2): -(2/β)·mean(log σ(4.5), log σ(9))
     expected = (2 / beta) * (math.log1p(math.exp(-4.5)) + math.log1p(math.exp(-9.0))) / 2
     assert L.simnpo_loss(logp, lengths, beta, delta).item() == pytest.approx(expected, rel=1e-5)
-    # delta shifts the margin: logp/len − δ with δ = −1 gives (0, −1)
-    expected = (2 / beta) * (math.log(2) + math.log1p(math.exp(-4.5))) / 2
-    assert L.simnpo_loss(logp, lengths, beta, -1.0).item() == pytest.approx(expected, rel=1e-5)
     # length-normalised: doubling both log-prob and length changes nothing
     assert L.simnpo_loss(2 * logp, 2 * lengths, beta, delta).item() == pytest.approx(
         L.simnpo_loss(logp, lengths, beta, delta).item(), rel=1e-6
@@ -160,18 +157,43 @@ def test_simnpo_loss_hand_values():
     )
 
 
+def test_simnpo_margin_follows_the_paper():
+    """The paper (Fan et al., eq. 4): −(2/β)·log σ(−(β/|y|)·log π(y|x) − γ), γ = β·δ. With δ = 1 the margin is
+    subtracted: per-token losses (1, 2) become (0, 1) inside σ."""
+    beta, delta = 4.5, 1.0
+    logp, lengths = torch.tensor([-2.0, -6.0]), torch.tensor([2, 3])
+    gamma = beta * delta
+    paper = [-(2 / beta) * math.log(1 / (1 + math.exp(-(-(beta / n) * lp - gamma)))) for lp, n in ((-2, 2), (-6, 3))]
+    assert L.simnpo_loss(logp, lengths, beta, delta).item() == pytest.approx(sum(paper) / 2, rel=1e-6)
+    by_hand = (2 / beta) * (math.log(2) + math.log1p(math.exp(-4.5))) / 2  # σ(0) and σ(4.5)
+    assert L.simnpo_loss(logp, lengths, beta, delta).item() == pytest.approx(by_hand, rel=1e-6)
+    # a positive margin asks for more forgetting: the loss at the same point is higher than with δ = 0
+    assert L.simnpo_loss(logp, lengths, beta, delta) > L.simnpo_loss(logp, lengths, beta, 0.0)
+
+
 def test_dpo_loss_hand_values():
     beta = 0.1
+    scale = 2 / beta  # open-unlearning's and our NPO's scale: −(2/β)·log σ(β·Δ)
     a, b = torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -8.0])
-    # policy == reference: -log σ(0) = log 2
-    assert L.dpo_loss(a, b, a.clone(), b.clone(), beta).item() == pytest.approx(math.log(2), abs=1e-6)
-    # chosen up by 10 over its reference and rejected down by 10: margin β·20 = 2 -> log(1 + e^{−2})
-    assert L.dpo_loss(a + 10, b - 10, a, b, beta).item() == pytest.approx(math.log1p(math.exp(-2)), abs=1e-6)
-    # the reverse preference: log(1 + e^{2})
-    assert L.dpo_loss(a - 10, b + 10, a, b, beta).item() == pytest.approx(math.log1p(math.exp(2)), abs=1e-6)
-    # per-pair margins are averaged: margins (1, −1) -> (log(1+e^{−1}) + log(1+e^{1}))/2
+    # policy == reference: -(2/β)·log σ(0) = (2/β)·log 2
+    assert L.dpo_loss(a, b, a.clone(), b.clone(), beta).item() == pytest.approx(scale * math.log(2), rel=1e-6)
+    # chosen up by 10 over its reference and rejected down by 10: margin β·20 = 2 -> (2/β)·log(1 + e^{−2})
+    assert L.dpo_loss(a + 10, b - 10, a, b, beta).item() == pytest.approx(scale * math.log1p(math.exp(-2)), rel=1e-6)
+    # the reverse preference: (2/β)·log(1 + e^{2})
+    assert L.dpo_loss(a - 10, b + 10, a, b, beta).item() == pytest.approx(scale * math.log1p(math.exp(2)), rel=1e-6)
+    # per-pair margins are averaged: margins (1, −1)
     got = L.dpo_loss(torch.tensor([10.0, 0.0]), torch.zeros(2), torch.zeros(2), torch.tensor([0.0, -10.0]), beta)
-    assert got.item() == pytest.approx((math.log1p(math.exp(-1)) + math.log1p(math.exp(1))) / 2, abs=1e-6)
+    assert got.item() == pytest.approx(scale * (math.log1p(math.exp(-1)) + math.log1p(math.exp(1))) / 2, rel=1e-6)
+
+
+def test_idk_dpo_gradient_at_the_reference_matches_npo():
+    """With the 2/β scale, the rejected (forget) answer's gradient at the reference is β-free, as NPO's: −1/2 per
+    sequence for a mean over 2 (NPO: +1/2 on logp of the forget answer, here the loss falls as logp_l falls)."""
+    for beta in (0.1, 1.0):
+        rejected = torch.tensor([-3.0, -4.0], requires_grad=True)
+        chosen = torch.tensor([-5.0, -6.0])
+        L.dpo_loss(chosen, rejected, chosen.clone(), rejected.detach().clone(), beta).backward()
+        assert rejected.grad.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
 
 
 # --- KL to uniform / answer KL to the reference ----------------------------------------------------------------------

@@ -55,8 +55,10 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 
 def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
     """SimNPO (Fan et al., arXiv 2410.07163), reference-free and length-normalised:
-    ``L = −(2/β) · mean log σ(−β · (logp/len − δ))``."""
-    return -(2.0 / beta) * F.logsigmoid(-beta * (logp / lengths.clamp(min=1) - delta)).mean()
+    ``L = −(2/β) · mean log σ(β · (−logp/len − δ))``, open-unlearning's parametrisation of the paper's
+    ``−(2/β) · log σ(−(β/|y|) · log π(y|x) − γ)`` with ``δ = γ/β``: a positive δ asks for a larger per-token
+    forget loss before the term saturates."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (-logp / lengths.clamp(min=1) - delta)).mean()
 
 
 def dpo_loss(
@@ -66,10 +68,11 @@ def dpo_loss(
     ref_rejected: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """DPO (Rafailov et al., arXiv 2305.18290):
-    ``L = −mean log σ(β · [(logp_w − ref_w) − (logp_l − ref_l)])``; for IDK-DPO the chosen answer is a refusal and
-    the rejected one the forget answer."""
-    return -F.logsigmoid(beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))).mean()
+    """DPO (Rafailov et al., arXiv 2305.18290) on the unlearning scale:
+    ``L = −(2/β) · mean log σ(β · [(logp_w − ref_w) − (logp_l − ref_l)])``; for IDK-DPO the chosen answer is a
+    refusal and the rejected one the forget answer. The ``2/β`` factor is open-unlearning's (and our NPO's): its
+    gradient at the reference is β-free, so a published recipe's β and learning rate mean the same here."""
+    return -(2.0 / beta) * F.logsigmoid(beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))).mean()
 
 
 def sequence_kl_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
