@@ -95,3 +95,35 @@ def test_batched_generation_equals_one_at_a_time(smol_model, smollm2_tokenizer):
     single = [generate_answers(smol_model, f, [q], max_new_tokens=6, batch_size=1)[0] for q in questions]
     assert batched == single
     assert len(set(batched)) == len(questions), "the answers must depend on the (differently padded) prompts"
+
+
+LLAMA3_STYLE = (
+    "{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+    "<|start_header_id|>system<|end_header_id|>\n\nToday Date: {{ date_string }}\n"
+    "{%- for m in messages %}{%- if m['role'] == 'system' %}{{ m['content'] }}{%- endif %}{%- endfor %}<|eot_id|>"
+    "{%- for m in messages %}{%- if m['role'] != 'system' %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{%- endif %}"
+)
+
+
+def test_a_dated_chat_template_renders_the_same_prompt_on_every_day(smollm2_tokenizer, monkeypatch):
+    """A Llama-3-style template writes "Today Date" unless given one: two renderings on different days must be
+    identical (the date is pinned), and another pinned date or system turn is another prompt format (cache key)."""
+    import copy
+    import datetime
+
+    import transformers.utils.chat_template_utils as ctu
+
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = LLAMA3_STYLE
+    rendered = []
+    for day in (datetime.datetime(2026, 1, 1), datetime.datetime(2026, 12, 4)):
+        monkeypatch.setattr(ctu, "datetime", type("D", (), {"now": staticmethod(lambda tz=None, d=day: d)}))
+        f = QAFormatter(tok)
+        rendered.append((f.prompt_text("Q?"), f.encode("Q?", "A.")["input_ids"], f.prompt_format()))
+    assert rendered[0] == rendered[1]
+    assert "Today Date: 26 Jul 2024" in rendered[0][0]
+    assert QAFormatter(tok, chat_date="01 Jan 2030").prompt_format() != rendered[0][2]
+    with_system = QAFormatter(tok, system_prompt="Answer briefly.")
+    assert "Answer briefly." in with_system.prompt_text("Q?") and with_system.prompt_format() != rendered[0][2]

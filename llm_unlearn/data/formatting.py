@@ -19,42 +19,60 @@ from dataclasses import dataclass
 
 import torch
 
+from .schema import CHAT_DATE
+
 IGNORE_INDEX = -100
 
 
 class QAFormatter:
     """Turns (question, answer) pairs into token ids and labels for one tokenizer."""
 
-    def __init__(self, tokenizer, max_length: int = 256, shots: Sequence[tuple[str, str]] = ()):
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int = 256,
+        shots: Sequence[tuple[str, str]] = (),
+        chat_date: str = CHAT_DATE,
+        system_prompt: str | None = None,
+    ):
         """``shots``: (question, answer) pairs put before every question as earlier turns of the conversation (the
-        few-shot probes of ``llm-unlearn attack``); none by default."""
+        few-shot probes of ``llm-unlearn attack``); none by default. ``chat_date``: the date a chat template may
+        render (never today's); ``system_prompt``: a system turn before the conversation (default: none, so the
+        template's own default system turn, if any)."""
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2 (one prompt and one answer token), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.use_chat = bool(getattr(tokenizer, "chat_template", None))
         self.shots = tuple((str(q), str(a)) for q, a in shots)
+        self.chat_date = chat_date
+        self.system_prompt = system_prompt
 
     def _turns(self, question: str) -> list[dict]:
-        turns = []
+        turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
         for q, a in self.shots:
             turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         return turns + [{"role": "user", "content": question}]
 
+    def _render(self, turns: list[dict], **kwargs) -> str:
+        # date_string reaches the template as a variable: templates that write a date use it instead of today's
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, date_string=self.chat_date, **kwargs)
+
+    def prompt_format(self) -> str:
+        """The rendered prompt and completion of a placeholder item: what an evaluation's cache key must follow
+        (a template or setting that changes prompts changes it)."""
+        return self.prompt_text("{question}") + "\u241e" + self.completion_text("{question}", "{answer}")
+
     def prompt_text(self, question: str) -> str:
         if self.use_chat:
-            return self.tokenizer.apply_chat_template(
-                self._turns(question), tokenize=False, add_generation_prompt=True
-            )
+            return self._render(self._turns(question), add_generation_prompt=True)
         context = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in self.shots)
         return f"{context}Question: {question}\nAnswer:"
 
     def completion_text(self, question: str, answer: str) -> str:
         if self.use_chat:
             prompt = self.prompt_text(question)
-            full = self.tokenizer.apply_chat_template(
-                [*self._turns(question), {"role": "assistant", "content": answer}], tokenize=False
-            )
+            full = self._render([*self._turns(question), {"role": "assistant", "content": answer}])
             if not full.startswith(prompt):  # templates that rewrite earlier turns: fall back to the raw answer
                 return answer
             return full[len(prompt) :].rstrip("\n")

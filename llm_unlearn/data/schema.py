@@ -23,6 +23,19 @@ def tofu_split_names() -> list[str]:
     return names
 
 
+# How QA items are rendered with a chat template (used by data.formatting; here so that configs import no torch).
+# The date a template may write into its system turn (Llama 3.x: "Today Date: ..."): pinned, so that training and
+# evaluation on different days see the same prompt; Llama 3.1's own fallback date.
+CHAT_DATE = "26 Jul 2024"
+CHAT_DATE_HELP = (
+    "Date a chat template may write into the prompt (Llama 3.x's 'Today Date'): pinned, never today's, so that "
+    "training and evaluation on different days see the same prompt."
+)
+SYSTEM_PROMPT_HELP = (
+    "System turn put before every chat-template conversation (default: none, so the template's own default, if any)."
+)
+
+
 class DataValidationError(ValueError):
     """Raised when a split does not follow the TOFU schema. The message names the file, field and row."""
 

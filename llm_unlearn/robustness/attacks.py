@@ -169,6 +169,7 @@ def relearn(model, tokenizer, rows: Sequence[Mapping], settings: Mapping, workdi
     from transformers import Trainer, TrainingArguments, set_seed
 
     from ..data.formatting import QACollator, QADataset, QAFormatter
+    from ..data.schema import CHAT_DATE
 
     model = plain_model(model)
     seed = int(settings["seed"])
@@ -198,7 +199,12 @@ def relearn(model, tokenizer, rows: Sequence[Mapping], settings: Mapping, workdi
         disable_tqdm=True,
     )
     model.train()
-    formatter = QAFormatter(tokenizer, max_length=int(settings["max_length"]))
+    formatter = QAFormatter(
+        tokenizer,
+        max_length=int(settings["max_length"]),
+        chat_date=settings.get("chat_date", CHAT_DATE),
+        system_prompt=settings.get("system_prompt"),
+    )
     Trainer(
         model=model,
         args=args,
@@ -315,7 +321,9 @@ def probe_measures(model, tokenizer, forget_rows: Sequence[Mapping], probe: Mapp
     from ..evaluation import metrics as M
     from ..evaluation.sharding import generate_answers, score_answers
 
-    formatter = QAFormatter(tokenizer, max_length=cfg.max_length, shots=probe["shots"])
+    formatter = QAFormatter(
+        tokenizer, cfg.max_length, shots=probe["shots"], chat_date=cfg.chat_date, system_prompt=cfg.system_prompt
+    )
     index = [i for i, _ in probe["questions"]]
     questions = [q for _, q in probe["questions"]]
     answers = [forget_rows[i]["answer"] for i in index]

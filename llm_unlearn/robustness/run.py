@@ -187,9 +187,7 @@ class Subject:
         return load_causal_lm(self.folder, dtype=dtype, device=device), load_tokenizer(self.folder)
 
     def _formatter(self, tokenizer):
-        from ..data.formatting import QAFormatter
-
-        return QAFormatter(tokenizer, max_length=self.eval_cfg.max_length)
+        return self.eval_cfg.formatter(tokenizer)
 
     def _eval_settings(self) -> dict:
         from ..devices import dtype_name
@@ -220,6 +218,8 @@ class Subject:
             "lora_r": c.relearn_lora_r,
             "seed": c.seed,
             "max_length": self.eval_cfg.max_length,
+            "chat_date": self.eval_cfg.chat_date,
+            "system_prompt": self.eval_cfg.system_prompt,
         }
 
         def compute():
