@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data.loading import LOCAL_SUFFIXES, is_local, load_split
-from .data.schema import DataValidationError, check_disjoint, check_unique, normalize_text, tofu_split_names
+from .data.schema import (
+    CHAT_DATE,
+    CHAT_DATE_HELP,
+    SYSTEM_PROMPT_HELP,
+    DataValidationError,
+    check_disjoint,
+    check_unique,
+    normalize_text,
+    tofu_split_names,
+)
 from .data.text import encode_chunks
 from .devices import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from .modeling import EMBEDDED_MODEL
@@ -99,6 +108,8 @@ class FinetuneConfig:
             "end of its answer, and a warning counts them per split."
         },
     )
+    chat_date: str = field(default=CHAT_DATE, metadata={"help": CHAT_DATE_HELP})
+    system_prompt: str | None = field(default=None, metadata={"help": SYSTEM_PROMPT_HELP})
     hidden_size: int = field(default=128, metadata={"help": "Embedded model: hidden size."})
     num_layers: int = field(default=2, metadata={"help": "Embedded model: number of decoder layers."})
     vocab_size: int = field(default=1024, metadata={"help": "Embedded model: BPE vocabulary size."})
@@ -148,6 +159,8 @@ class FinetuneConfig:
             d.pop("data_format")  # QA runs recorded before text support existed keep matching
         if d["data_seed"] is None:
             d.pop("data_seed")  # the data order follows --seed, as in runs recorded before --data_seed existed
+        if d["chat_date"] == CHAT_DATE and d["system_prompt"] is None:
+            d.pop("chat_date"), d.pop("system_prompt")  # the defaults: runs recorded before they existed keep matching
         if not d["merge_lora"]:
             d.pop("merge_lora")  # runs recorded before --merge_lora existed keep matching
         return d
@@ -409,7 +422,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     try:
         tokenizer, model = build_base(cfg, dtype)
         check_tokenizer(tokenizer, cfg.model)
-        formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
+        formatter = QAFormatter(tokenizer, cfg.max_length, chat_date=cfg.chat_date, system_prompt=cfg.system_prompt)
         if cfg.data_format == "qa":
             dataset = QADataset(rows, formatter, split=cfg.split)
             if dataset.truncation.warning():

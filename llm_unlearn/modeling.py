@@ -106,9 +106,24 @@ def load_causal_lm(name_or_path: str | Path, dtype: str = "auto", device: str | 
         model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+    check_finite_weights(model, name_or_path)
     if device:
         model.to(device)
     return model.eval()
+
+
+def check_finite_weights(model, source) -> None:
+    """Every weight finite; else one line naming the first damaged tensor (not a metric's "Input contains NaN")."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not torch.isfinite(p).all():
+                bad = int((~torch.isfinite(p)).sum())
+                raise ValueError(
+                    f"{source}: weight {name} holds {bad} NaN/inf value(s): the model is damaged (a run that "
+                    "diverged, or a broken conversion); use another checkpoint"
+                )
 
 
 # --- GGUF bases ---------------------------------------------------------------------------------------------------

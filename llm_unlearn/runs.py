@@ -223,12 +223,41 @@ def recover(final: str | Path) -> None:
 def is_complete_checkpoint(path: str | Path) -> bool:
     """Whether a ``checkpoint-N`` folder was written to the end. The Trainer writes ``trainer_state.json`` last
     (after the weights, optimizer, scheduler and RNG states), so a kill while saving leaves a folder without it,
-    or with a truncated one: such a folder cannot be resumed from."""
+    or with a truncated one: such a folder cannot be resumed from. Its weights files must also hold every byte their
+    headers declare."""
     try:
         state = json.loads((Path(path) / "trainer_state.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and "global_step" in state
+    if not (isinstance(state, dict) and "global_step" in state):
+        return False
+    # a checkpoint copied or synced incompletely: its weights are cut though its state reads fine
+    return not any(safetensors_problem(p) for p in Path(path).glob("*.safetensors"))
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file cannot be loaded, from its header alone (no tensor is read): too short, an
+    unreadable header, or fewer bytes than the header declares (a truncated copy or an interrupted save)."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"its header claims {n} bytes but the file has {size}"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    expected = 8 + n + max(ends, default=0)
+    if size < expected:
+        return f"truncated: {size} of {expected} bytes"
+    return None
 
 
 def checkpoints(folder: str | Path, complete: bool = True) -> list[Path]:

@@ -226,8 +226,9 @@ def _resume_request(cfg, stage) -> str | None:
     path = Path(value)
     if not is_complete_checkpoint(path):
         raise FileNotFoundError(
-            f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no readable trainer_state.json; "
-            "a run killed while saving leaves its newest checkpoint half written: pick an older one)"
+            f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no readable trainer_state.json, "
+            "or weights cut short; a run killed while saving leaves its newest checkpoint half written: pick an older "
+            "one, or pass --resume_from_checkpoint true to take the newest complete one)"
         )
     if stage.staging.resolve() in path.resolve().parents:
         stage.resume = True
@@ -284,7 +285,11 @@ def load_model(cfg):
     """The model to unlearn (and its frozen copy), in the dtype of the one resolver; the Trainer places it."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_source(cfg), dtype=cfg.load_dtype())
+    from .modeling import check_finite_weights
+
+    model = AutoModelForCausalLM.from_pretrained(model_source(cfg), dtype=cfg.load_dtype())
+    check_finite_weights(model, cfg.model_name_or_path)
+    return model
 
 
 def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None):
@@ -301,24 +306,39 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None
     exclude = tuple(x.strip() for x in cfg.selection_exclude.split(",") if x.strip())
     collate = QACollator(formatter.tokenizer.pad_token_id)
 
-    def batches(rows, size=1):
-        if cfg.data_format == "text":
-            enc = encode_chunks(formatter.tokenizer, rows, cfg.max_length)[: cfg.hessian_samples]
-        else:
-            enc = [formatter.encode(r["question"], r["answer"]) for r in rows[: cfg.hessian_samples]]
-        return [collate(enc[i : i + size]) for i in range(0, len(enc), size)]
+    def side_sample(side: str, rows) -> tuple[list, list[int]]:
+        """A seeded sample of ``hessian_samples`` scoring examples of one side (QA pairs, or text chunks): never the
+        first N rows, which in an entity-ordered split cover only the first few entities."""
+        import random
 
-    def scores_once(what, estimator, rows, size, probes=1, seed=0):
+        if cfg.data_format == "text":
+            enc = encode_chunks(formatter.tokenizer, rows, cfg.max_length)
+        else:
+            enc = [formatter.encode(r["question"], r["answer"]) for r in rows]
+        if len(enc) <= cfg.hessian_samples:
+            return enc, list(range(len(enc)))
+        picked = sorted(random.Random(f"scoring-{side}:{cfg.seed}").sample(range(len(enc)), cfg.hessian_samples))
+        return [enc[i] for i in picked], picked
+
+    def scores_once(what, estimator, sides: dict, size, probes=1, seed=0):
         _check_not_partitioned(cfg, what)
-        key = {  # content, never paths: replaced weights or edited data give new scores
-            "model": model_fingerprint(cfg.model_name_or_path),
-            "data": forget_hash(rows[: cfg.hessian_samples]),
-            "samples": cfg.hessian_samples,
-            "max_length": cfg.max_length,
-            "data_format": cfg.data_format,
-        }
+        encoded, key = (
+            [],
+            {  # content, never paths: replaced weights or edited data give new scores
+                "model": model_fingerprint(cfg.model_name_or_path),
+                "samples": cfg.hessian_samples,
+                "max_length": cfg.max_length,
+                "data_format": cfg.data_format,
+                "sides": {},
+            },
+        )
+        for side, rows in sides.items():
+            enc, picked = side_sample(side, rows)
+            encoded += enc
+            key["sides"][side] = {"data": forget_hash(rows), "sample": picked, "seed": cfg.seed}
         if estimator == "grad_abs":
             key["batch_size"] = size
+        batches = [collate(encoded[i : i + size]) for i in range(0, len(encoded), size)]
         cache_dir = selection_cache_dir(cfg)
         path = cache_path(cache_dir, key, estimator, probes, seed)
         return computed_once(
@@ -326,14 +346,14 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None
             what,
             path,
             lambda: score_parameters_cached(
-                model, batches(rows, size), estimator, cache_dir=cache_dir, key_parts=key, probes=probes, seed=seed
+                model, batches, estimator, cache_dir=cache_dir, key_parts=key, probes=probes, seed=seed
             ),
             device,
             model,
         )
 
     if getattr(cfg, "retention_mask_ratio", 0.0) > 0:
-        saliency = scores_once("retention saliency", "grad_abs", retain_rows, 8)
+        saliency = scores_once("retention saliency", "grad_abs", {"retain": retain_rows}, 8)
         masks = retention_masks(None, None, cfg.retention_mask_ratio, exclude, saliency=saliency)
         return ParameterSelection(masks), None
     if cfg.selection == "none":
@@ -345,9 +365,15 @@ def build_selection(cfg, model, formatter, forget_rows, retain_rows, device=None
         if cfg.use_peft:
             return None, top_modules(scores, cfg.lora_top_modules, exclude)
         return ParameterSelection(select_masks(scores, cfg.param_ratio, cfg.granularity, exclude)), None
-    rows = {"forget": forget_rows, "retain": retain_rows, "both": forget_rows + retain_rows}[cfg.hessian_data]
+    sides = {"forget": {"forget": forget_rows}, "retain": {"retain": retain_rows}}
+    sides["both"] = {**sides["forget"], **sides["retain"]}  # hessian_samples from each side
     scores = scores_once(
-        f"{cfg.hessian_estimator} Hessian scores", cfg.hessian_estimator, rows, 1, cfg.hessian_probes, cfg.seed
+        f"{cfg.hessian_estimator} Hessian scores",
+        cfg.hessian_estimator,
+        sides[cfg.hessian_data],
+        1,
+        cfg.hessian_probes,
+        cfg.seed,
     )
     if cfg.use_peft:
         return None, top_modules(scores, cfg.lora_top_modules, exclude)
@@ -410,7 +436,7 @@ def load_inputs(cfg, trainer_cls):
     check_model_source(cfg.model_name_or_path, "--model_name_or_path")
     tokenizer = load_tokenizer(model_source(cfg))
     check_tokenizer(tokenizer, cfg.model_name_or_path)
-    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
+    formatter = QAFormatter(tokenizer, cfg.max_length, chat_date=cfg.chat_date, system_prompt=cfg.system_prompt)
     if cfg.data_format == "qa":
         warn_truncation(formatter, {cfg.forget_split: forget_rows, cfg.retain_split: retain_rows})
     return forget_rows, retain_rows, tokenizer, formatter
@@ -474,6 +500,11 @@ def run(cfg, trainer_cls) -> Path:
             msg = f"{final} is unchanged; {where}"
             if isinstance(e, DivergenceError):
                 raise DivergenceError(f"training diverged: {e}; nothing was saved as unlearned: {msg}") from None
+            if isinstance(e, KeyboardInterrupt):  # main() prints this one line
+                raise KeyboardInterrupt(msg) from None
+            if isinstance(e, OSError):  # disk full, read-only place: main() prints one line with what is unchanged
+                e.unchanged = msg
+                raise
             logger.error("unlearning stopped (%s): %s", type(e).__name__, msg)
         raise
     cfg.output_dir = str(final)
@@ -629,7 +660,13 @@ def publish(cfg, out: Path) -> str | None:
                 str(out),
                 cfg.eval_reference,
                 cfg.data,
-                EvalConfig(forget_split=cfg.forget_split, data_format=cfg.data_format, device=cfg.run_device),
+                EvalConfig(
+                    forget_split=cfg.forget_split,
+                    data_format=cfg.data_format,
+                    device=cfg.run_device,
+                    chat_date=cfg.chat_date,
+                    system_prompt=cfg.system_prompt,
+                ),
             )
         except (ValueError, FileNotFoundError, FileExistsError) as e:
             hint = f"; the unlearned model is saved in {out}: evaluate it with `llm-unlearn eval --model {out} ...`"
@@ -705,9 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # disk full, read-only place: one line (run() already said what is unchanged)
         from .validation import describe_os_error
 
-        print(f"unlearn: error: {describe_os_error(e)}", file=sys.stderr)
+        unchanged = getattr(e, "unchanged", None)
+        print(f"unlearn: error: {describe_os_error(e)}{f'; {unchanged}' if unchanged else ''}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # run() already said what is unchanged and what was kept
-        print("unlearn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # run() says what is unchanged and what was kept
+        print(f"unlearn: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130
     return 0

@@ -55,10 +55,39 @@ def check_model_source(value: str | None, flag: str) -> None:
             raise FileNotFoundError(
                 f"{flag} {value}: no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save it beside the model"
             )
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors_file(weights, flag)
+        check_json_file(path / "config.json", flag)
+        check_config_matches_weights(path, flag)
         return
     if _looks_like_path(value) or not HUB_ID_RE.match(value):
         raise FileNotFoundError(f"{flag} {value}: no such folder")
     check_hub_reachable(value, flag, "model")
+
+
+def check_safetensors_file(path: Path, flag: str) -> None:
+    from .runs import safetensors_problem
+
+    problem = safetensors_problem(path)
+    if problem:
+        raise ValueError(
+            f"{flag}: {path} is damaged ({problem}): the save was interrupted or the copy is incomplete; copy or save "
+            "the model again"
+        )
+
+
+def check_json_file(path: Path, flag: str) -> None:
+    """A config file that exists must be valid JSON (a truncated config.json is named, not a traceback)."""
+    import json
+
+    if not path.is_file():
+        return
+    try:
+        json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag}: {path} is not valid JSON ({e}): the file is damaged; save the model again") from (
+            None
+        )
 
 
 def check_gguf_file(path: Path, flag: str) -> None:
@@ -109,6 +138,54 @@ def check_tokenizer(tokenizer, source: str) -> None:
         raise ValueError(
             f"the tokenizer of {source} has neither a pad token nor an EOS token: answers need an end; add one "
             "(tokenizer.add_special_tokens({'eos_token': ...})) and save it beside the model"
+        )
+    config = Path(str(source)) / "config.json"
+    if not config.is_file():
+        return
+    import json
+
+    cfg = json.loads(config.read_text())
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    vocab = cfg.get("vocab_size")
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer in {source} has {len(tokenizer)} tokens but the model's embedding (config.json "
+            f"vocab_size) holds {vocab}: the tokenizer is not this model's; save the model's own tokenizer beside it"
+        )
+
+
+def _embedding_rows(folder: Path) -> int | None:
+    """Rows of the input embedding in the folder's safetensors headers (no tensor is read), or None."""
+    import json
+    import struct
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with path.open("rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, t in header.items():
+            if name.endswith("embed_tokens.weight") and isinstance(t, dict):
+                return int(t["shape"][0])
+    return None
+
+
+def check_config_matches_weights(folder: Path, flag: str) -> None:
+    """config.json's vocab_size must be the embedding's row count in the weights (else loading fails deep inside)."""
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    rows, vocab = _embedding_rows(folder), cfg.get("vocab_size")
+    if rows is not None and isinstance(vocab, int) and rows != vocab:
+        raise ValueError(
+            f"{flag}: {folder / 'config.json'} says vocab_size {vocab} but the weights' embedding has {rows} rows: "
+            "the config is not these weights'; restore the model's own config.json"
         )
 
 

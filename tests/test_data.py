@@ -268,7 +268,7 @@ def test_scored_answers_are_every_answer_the_evaluation_scores_for_a_question():
 
 def _recipes():
     root = Path(__file__).resolve().parent.parent / "configs"
-    return sorted(p.name for p in root.glob("*.yaml") if p.name.startswith(("embedded_", "tuned_")))
+    return sorted(p.name for p in root.glob("*.yaml") if p.name.startswith(("embedded_", "tuned_", "dosed_")))
 
 
 @pytest.mark.parametrize("source", ["defaults", *_recipes()])

@@ -434,8 +434,10 @@ def test_bad_token_fails_clearly(full_run, hub, copy_of):
     assert_intact(before, run_dir)
 
 
-def test_bad_local_input_fails_before_any_request(full_run, hub, copy_of, monkeypatch):
+def test_bad_local_input_fails_before_any_request(full_run, base, hub, copy_of, monkeypatch):
     from huggingface_hub import constants
+
+    from llm_unlearn.runs import model_fingerprint
 
     run_dir = copy_of(full_run)
     (run_dir / "model.safetensors").unlink()
@@ -450,6 +452,16 @@ def test_bad_local_input_fails_before_any_request(full_run, hub, copy_of, monkey
         push_run(run_dir, "a/b/c", token=hub.token, endpoint=hub.url)
     with pytest.raises(FileNotFoundError, match="--eval"):
         push_run(run_dir, "tester/x", token=hub.token, endpoint=hub.url, eval_json=run_dir / "nope.json")
+    # an evaluation of other weights (here: the base's, as the untouched target's would be) never reaches a card
+    other = json.loads(next(run_dir.glob("eval_*.json")).read_text())
+    other["model_fingerprint"] = model_fingerprint(base)
+    (run_dir.parent / "target_eval.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"scored other weights .* the card would publish another model's numbers"):
+        push_run(run_dir, "tester/x", token=hub.token, endpoint=hub.url, eval_json=run_dir.parent / "target_eval.json")
+    other.pop("model_fingerprint")
+    (run_dir.parent / "old_eval.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"does not record which weights it scored"):
+        push_run(run_dir, "tester/x", token=hub.token, endpoint=hub.url, eval_json=run_dir.parent / "old_eval.json")
 
     # a README.md of the user's is neither replaced nor uploaded unasked
     (run_dir / "README.md").write_text("# My own notes\n")

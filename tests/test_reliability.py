@@ -209,7 +209,7 @@ def other_tokenizer_model(env: Env) -> Path:
     path = env.root / "other_tok"
     shutil.copytree(env.ref, path)
     tok = AutoTokenizer.from_pretrained(path)
-    tok.add_special_tokens({"additional_special_tokens": ["<|redacted|>"]})
+    tok.add_special_tokens({"eos_token": tok.convert_ids_to_tokens(50)})  # same size, another end-of-answer token
     tok.save_pretrained(path)
     return path
 
@@ -219,6 +219,29 @@ def rewritten_reference(env: Env) -> Path:
     path = saved_reference(env, lambda r: None)
     cfg = json.loads((env.ref / "config.json").read_text())
     (env.ref / "config.json").write_text(json.dumps({**cfg, "rewritten": True}))
+    return path
+
+
+def bigger_tokenizer_model(env: Env) -> Path:
+    """A model folder holding another tokenizer, with more tokens than the model's embedding has rows."""
+    from transformers import AutoTokenizer
+
+    path = env.root / "big_tok"
+    shutil.copytree(env.target, path)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.add_tokens([f"extra{i}" for i in range(60)])
+    tok.save_pretrained(path)
+    return path
+
+
+def edit_config(folder: Path, **fields) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **fields}))
+
+
+def cut_file(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
     return path
 
 
@@ -495,6 +518,36 @@ CASES = [
         lambda e: finetune_args(e, "--model", str(e.root / "nothing")),
         r"--model .*nothing: no such folder",
     ),
+    (
+        "unlearn_truncated_weights",
+        lambda e: (cut_file(e.target / "model.safetensors"), unlearn(e))[1],
+        r"--model_name_or_path: .*model.safetensors is damaged \(truncated: \d+ of \d+ bytes\)",
+    ),
+    (
+        "eval_truncated_weights",
+        lambda e: (cut_file(e.ref / "model.safetensors", 0.9), evaluate(e))[1],
+        r"--reference: .*ref/model.safetensors is damaged \(truncated",
+    ),
+    (
+        "unlearn_model_with_another_tokenizer",
+        lambda e: [*unlearn(e), "--model_name_or_path", str(bigger_tokenizer_model(e))],
+        r"the tokenizer in .*big_tok has \d+ tokens but the model's embedding \(config.json vocab_size\) holds 400",
+    ),
+    (
+        "eval_model_with_another_tokenizer",
+        lambda e: evaluate(e, model=bigger_tokenizer_model(e)),
+        r"the tokenizer in .*big_tok has \d+ tokens",
+    ),
+    (
+        "eval_config_with_wrong_vocab_size",
+        lambda e: (edit_config(e.target, vocab_size=512), evaluate(e))[1],
+        r"--model: .*config.json says vocab_size 512 but the weights' embedding has 400 rows",
+    ),
+    (
+        "eval_truncated_config",
+        lambda e: (cut_file(e.target / "config.json"), evaluate(e))[1],
+        r"--model: .*target/config.json is not valid JSON",
+    ),
     # --- numbers ------------------------------------------------------------------------------------------------
     ("lr_zero", lambda e: unlearn(e, "--learning_rate", "0"), r"--learning_rate must be positive, got 0"),
     ("lr_negative", lambda e: unlearn(e, "--learning_rate=-1e-3"), r"--learning_rate must be positive"),
@@ -572,6 +625,21 @@ CASES = [
         r"--eval_reference .*nope: neither a model folder",
     ),
     ("push_not_a_run", lambda e: ["push", str(e.target), "--repo_id", "me/x"], r"unlearn_record.json is missing"),
+    (
+        "report_of_rewritten_weights",
+        lambda e: ["report", str(rewritten_reference(e)), "--out", str(e.root / "rep")],
+        r"ref_eval.json scored other weights than those now in .*ref \(the folder was rewritten since\)",
+    ),
+    (
+        "report_of_an_evaluation_without_fingerprint",
+        lambda e: [
+            "report",
+            str(saved_reference(e, lambda r: r.pop("model_fingerprint"))),
+            "--out",
+            str(e.root / "r"),
+        ],
+        r"ref_eval.json does not record which weights it scored",
+    ),
     ("report_missing_run", lambda e: ["report", str(e.root / "nope"), "--out", str(e.root / "rep")], r"nope"),
 ]
 
@@ -644,3 +712,96 @@ def test_a_hub_id_that_cannot_be_reached_fails_at_once(env, no_model_loads, monk
     assert main([*unlearn(env), "--model_name_or_path", "someone/some-model"]) == 2
     err = capsys.readouterr().err
     assert "someone/some-model: not a local folder, and the Hub (http://127.0.0.1:9) cannot be reached" in err
+
+
+def said(err: str) -> list[str]:
+    """stderr without progress bars (model loading draws one): the lines a person reads."""
+    return [x for x in err.strip().splitlines() if x.strip() and "it/s]" not in x and "s/it]" not in x]
+
+
+def test_a_nan_weight_is_named(env, capsys):
+    """A damaged model is one line naming the tensor, not a metric's 'Input contains NaN'."""
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(env.ref / "model.safetensors"))
+    name = sorted(w)[1]
+    w[name][0] = float("nan")
+    save_file(w, str(env.ref / "model.safetensors"), metadata={"format": "pt"})
+    assert main(evaluate(env, "--max_new_tokens", "2")) == 2
+    err = said(capsys.readouterr().err)
+    assert len(err) == 1 and re.search(r"ref: weight .* holds \d+ NaN/inf value\(s\)", err[0]), err
+
+
+@pytest.mark.parametrize(
+    "fault,message,rc",
+    [
+        (OSError(28, "No space left on device", "OUT"), r"no space left on the device holding OUT", 1),
+        (PermissionError(13, "Permission denied", "OUT"), r"cannot write OUT \(Permission denied\)", 1),
+        (KeyboardInterrupt(), r"interrupted; no output was left looking finished", 130),
+    ],
+    ids=["disk_full", "read_only", "ctrl_c"],
+)
+def test_io_faults_while_writing_an_evaluation_are_one_line(env, monkeypatch, capsys, fault, message, rc):
+    from llm_unlearn.evaluation import run as eval_run
+
+    def fail(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(eval_run, "atomic_write_json", fail)
+    out = env.root / "eval.json"
+    assert main(evaluate(env, "--max_new_tokens", "2", "--output", str(out))) == rc
+    err = said(capsys.readouterr().err)
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not out.exists() and not list(env.root.glob(".staging-*"))
+
+
+def test_a_checkpoint_with_cut_weights_is_not_complete(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from llm_unlearn import runs
+
+    for n in (2, 4):
+        ckpt = tmp_path / f"checkpoint-{n}"
+        ckpt.mkdir()
+        save_file({"w": torch.ones(64, 64)}, str(ckpt / "model.safetensors"))
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": n}))
+    cut_file(tmp_path / "checkpoint-4" / "model.safetensors", 0.7)
+    assert [p.name for p in runs.checkpoints(tmp_path)] == ["checkpoint-2"]  # resume falls back past the cut one
+
+
+@pytest.mark.parametrize(
+    "fault,message,rc",
+    [
+        (
+            OSError(28, "No space left on device", "OUT"),
+            r"^unlearn: error: no space left on the device holding OUT",
+            1,
+        ),
+        (
+            OSError(30, "Read-only file system", "OUT"),
+            r"^unlearn: error: cannot write OUT \(Read-only file system\)",
+            1,
+        ),
+        (KeyboardInterrupt(), r"^unlearn: interrupted: .*out is unchanged; no checkpoint was kept", 130),
+    ],
+    ids=["disk_full", "read_only", "ctrl_c"],
+)
+def test_io_faults_and_ctrl_c_while_unlearning_are_one_line(env, monkeypatch, capsys, fault, message, rc):
+    """Whenever the fault strikes (here: in training), one line says what happened and that the output is
+    unchanged; the staging folder is cleaned up and nothing looks finished."""
+    import llm_unlearn.unlearn as U
+
+    def fail(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(U, "_train", fail)
+    before = snapshot(env.protected)
+    assert main(unlearn(env)) == rc
+    err = said(capsys.readouterr().err)
+    assert len(err) == 1 and re.search(message, err[0]), err
+    if rc == 1:
+        assert "is unchanged" in err[0]
+    assert not (env.root / "out").exists() and not (env.root / ".out.partial").exists()
+    assert not (env.root / ".out.lock").exists()
+    assert snapshot(env.protected) == before

@@ -772,3 +772,51 @@ def test_forget_item_in_retain_is_refused_before_loading_a_model(small_bench, tm
     with pytest.raises(ValueError, match=f"'{FORGET}'.*'{RETAIN}'.*must not share items"):
         unlearn(tmp_path / "no_model", data, out, "--method", "grad_diff")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_hessian_scoring_samples_each_side_seeded_and_keys_the_cache_on_the_sample(
+    base, small_bench, tmp_path, monkeypatch
+):
+    """``--hessian_samples N`` draws N examples from each side (a seeded sample, never the first N rows), ``both``
+    scores N forget and N retain examples even when the forget split alone has N, and every sample has its own
+    cache entry."""
+    import llm_unlearn.selection as S
+
+    seen: dict = {}
+    real = S.score_parameters_cached
+
+    def spy(model, batches, *args, **kwargs):
+        seen["questions"] = [tok.decode(b["input_ids"][0], skip_special_tokens=True) for b in batches]
+        return real(model, batches, *args, **kwargs)
+
+    monkeypatch.setattr(S, "score_parameters_cached", spy)
+    tok = load_tokenizer(base)
+
+    def scored(data: str, seed: str = "0") -> tuple[list[str], set]:
+        args = ["--model_name_or_path", str(base), "--data", str(small_bench), "--output_dir", str(tmp_path / "o")]
+        cfg, _ = parse_args(
+            [*args, *COMMON, "--method", "grad_diff", "--selection", "hessian", "--hessian_samples", "4"]
+            + ["--hessian_data", data, "--seed", seed, *SELECT]
+        )
+        forget, retain = load_data(cfg)
+        seen.clear()
+        build_selection(cfg, load_lm(base), QAFormatter(tok, cfg.max_length), forget, retain)
+        return seen.get("questions", []), {p.name for p in (base / "selection_cache").glob("hessian_*.pt")}
+
+    forget, retain = load_split(str(small_bench), "forget10"), load_split(str(small_bench), "retain90")
+    assert len(forget) > 4 and len(retain) > 40
+
+    def side(questions, rows):
+        return [i for i, r in enumerate(rows) if any(r["question"] in q for q in questions)]
+
+    q_forget, files_forget = scored("forget")
+    q_both, files_both = scored("both")
+    q_retain, files_retain = scored("retain")
+    assert len(q_forget) == 4 and len(q_both) == 8 and len(q_retain) == 4
+    assert len(side(q_both, forget)) == 4 and len(side(q_both, retain)) == 4  # N from each side
+    assert len(files_forget) < len(files_both) < len(files_retain)  # three samples, three cache entries
+    assert max(side(q_retain, retain)) >= 4  # a sample over the split, not its first rows
+    again, files_again = scored("retain")
+    other, files_other = scored("retain", seed="1")
+    assert again == q_retain and files_again == files_retain  # seeded: the same sample, read from its cache entry
+    assert side(other, retain) != side(q_retain, retain) and len(files_other) == len(files_retain) + 1

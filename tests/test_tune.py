@@ -143,11 +143,16 @@ def test_a_search_is_keyed_on_the_benchmark_content(bench, tmp_path):
     assert cfg.identity(other_target) != same  # other weights: a new study, not a continued one
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("tuned_*.yaml")))
+@pytest.mark.parametrize(
+    "recipe", sorted(p.name for pat in ("tuned_*.yaml", "dosed_*.yaml") for p in (ROOT / "configs").glob(pat))
+)
 def test_every_tuned_recipe_parses_and_says_where_it_was_chosen(recipe):
     text = (ROOT / "configs" / recipe).read_text()
     cfg, _ = parse_args(["--config", str(ROOT / "configs" / recipe)])
-    assert cfg.method == recipe.removeprefix("tuned_").removesuffix(".yaml") or cfg.selection == "hessian"
+    method = recipe.split("_", 1)[1].removesuffix(".yaml")
+    assert cfg.method == method or cfg.selection == "hessian"
+    if recipe.startswith("dosed_"):  # a self-dosed recipe: the stopping rule is set, max_steps is only the cap
+        assert cfg.dose_every > 0 and 0 < cfg.dose_tolerance and 0 < cfg.dose_retain_guard
     assert "on the development benchmark family (inventors" in text and "# Search:" in text
     assert (ROOT / "configs" / recipe.replace(".yaml", ".pareto.md")).is_file()
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import devices
 from ..data.loading import load_split
-from ..data.schema import BenchmarkSplits
+from ..data.schema import CHAT_DATE, CHAT_DATE_HELP, SYSTEM_PROMPT_HELP, BenchmarkSplits
 from ..devices import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype, dtype_name
 from ..runs import atomic_write_json, read_json_cache
 from . import metrics as M
@@ -99,6 +99,14 @@ class EvalConfig:
     )
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     torch_dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+    chat_date: str = field(default=CHAT_DATE, metadata={"help": CHAT_DATE_HELP})
+    system_prompt: str | None = field(default=None, metadata={"help": SYSTEM_PROMPT_HELP})
+
+    def formatter(self, tokenizer):
+        """The QA formatter of this evaluation (its length limit, chat date and system turn)."""
+        from ..data.formatting import QAFormatter
+
+        return QAFormatter(tokenizer, self.max_length, chat_date=self.chat_date, system_prompt=self.system_prompt)
 
     def __post_init__(self):
         if self.data_format not in ("qa", "text"):
@@ -250,7 +258,12 @@ def model_utility(splits: dict[str, dict]) -> float:
 
 
 def cache_key(
-    model_path: Path, data: dict[str, list[dict]], cfg: EvalConfig, runtime=None, weights: str | None = None
+    model_path: Path,
+    data: dict[str, list[dict]],
+    cfg: EvalConfig,
+    runtime=None,
+    weights: str | None = None,
+    prompt_format: str | None = None,
 ) -> str:
     """Content key of an evaluation: the settings, the model's weight/config/tokenizer files' hashes (never their
     paths or times; ``weights`` when already computed), the evaluation data, and the kind of device and the dtype it
@@ -262,6 +275,8 @@ def cache_key(
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_scoring_memory", "device", "torch_dtype")}
     weights = weights or model_fingerprint(model_path)
     ident = {"cfg": settings, "weights": weights, "version": EVAL_VERSION}
+    if prompt_format is not None:  # the rendered prompt: a template that renders differently is another evaluation
+        ident["prompt_format"] = prompt_format
     if runtime is not None:
         device, dtype = runtime
         if getattr(device, "type", "cpu") != "cpu" or dtype_name(dtype) != "float32":
@@ -310,7 +325,6 @@ def evaluate_model(
     data: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Evaluate the model folder at ``model_path`` on the benchmark's four evaluation splits (cached)."""
-    from ..data.formatting import QAFormatter
     from ..devices import runtime_record
     from ..modeling import load_causal_lm, load_tokenizer, tokenizer_fingerprint
     from ..runs import model_fingerprint
@@ -322,7 +336,9 @@ def evaluate_model(
     data = data if data is not None else load_eval_data(data_source, cfg)
     device, dtype = cfg.runtime()
     weights = model_fingerprint(model_path)
-    key = cache_key(model_path, data, cfg, (device, dtype), weights=weights)
+    tokenizer = load_tokenizer(model_path)
+    formatter = cfg.formatter(tokenizer)
+    key = cache_key(model_path, data, cfg, (device, dtype), weights=weights, prompt_format=formatter.prompt_format())
     cache = model_path / CACHE_DIR / f"{key}.json"
     cached = read_json_cache(cache) if use_cache else None
     if cached is not None and (problem := _cache_problem(cached, weights, data)):
@@ -334,9 +350,7 @@ def evaluate_model(
         logger.info("reusing cached evaluation %s", cache)
         return cached
 
-    tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, dtype=dtype, device=device)
-    formatter = QAFormatter(tokenizer, max_length=cfg.max_length)
     if cfg.data_format == "text":
         from .text_eval import evaluate_text
 

@@ -162,7 +162,26 @@ def _load_compared(path: Path) -> dict:
     result = E.load_result(path)
     if "summary" not in result or "reference_summary" not in result:
         raise ValueError(f"{path} is an evaluation without a reference comparison (not written by `llm-unlearn eval`)")
+    check_still_describes(result, path)
     return result
+
+
+def check_still_describes(result: Mapping, path: Path) -> None:
+    """An evaluation is reported only while the weights it names are the ones it scored: a model folder rewritten
+    since (or an evaluation that does not say what it scored) is refused, with the command that fixes it."""
+    from ..runs import model_fingerprint
+
+    scored, folder = result.get("model_fingerprint"), Path(str(result.get("model", "")))
+    if not scored:
+        raise ValueError(
+            f"{path} does not record which weights it scored (an older llm-unlearn wrote it): evaluate "
+            f"{result.get('model')} again with `llm-unlearn eval`"
+        )
+    if result.get("model") and folder.is_dir() and model_fingerprint(folder) != scored:
+        raise ValueError(
+            f"{path} scored other weights than those now in {folder} (the folder was rewritten since): evaluate it "
+            "again with `llm-unlearn eval` before reporting"
+        )
 
 
 def _method(json_path: Path, compared: Mapping) -> str | None:

@@ -136,6 +136,7 @@ def check_same_tokenizer(roles: list[tuple[str, str]]) -> None:
     """Model, target and references must share one tokenizer (vocabulary and special tokens): per-token losses of
     models with different tokenizers are not comparable. ``roles``: (flag, model folder or saved evaluation)."""
     from ..modeling import load_tokenizer, tokenizer_fingerprint
+    from ..validation import check_tokenizer
 
     first: tuple[str, str, str] | None = None
     for flag, path in roles:
@@ -146,7 +147,9 @@ def check_same_tokenizer(roles: list[tuple[str, str]]) -> None:
             except (OSError, ValueError):
                 fp = None
         else:
-            fp = tokenizer_fingerprint(load_tokenizer(p))
+            tok = load_tokenizer(p)
+            check_tokenizer(tok, str(p))  # a tokenizer that does not fit the model beside it
+            fp = tokenizer_fingerprint(tok)
         if fp is None:
             continue
         if first is None:

@@ -19,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..data.pairing import PairSampler
+from ..data.schema import CHAT_DATE, CHAT_DATE_HELP, SYSTEM_PROMPT_HELP
 from ..devices import DEVICE_HELP, DTYPE_HELP, check_dtype, pin_single_process_gpu
 from . import losses as L
 
@@ -53,7 +54,8 @@ class UnlearnConfig(TrainingArguments):
             (seeded by ``seed``), the control.
         hessian_estimator (`str`, defaults to `"fisher"`): ``fisher``, ``ggn`` or ``hutchinson``.
         hessian_data (`str`, defaults to `"forget"`): scoring data: ``forget``, ``retain`` or ``both``.
-        hessian_samples (`int`, defaults to `256`): at most this many scoring examples (per side).
+        hessian_samples (`int`, defaults to `256`): scoring examples per side, a sample seeded by ``seed`` (all of a
+            side's examples when it has fewer).
         hessian_probes (`int`, defaults to `8`): Hutchinson probes.
         param_ratio (`float`, defaults to `0.05`): fraction of entries selected.
         granularity (`str`, defaults to `"per_module"`): top entries per parameter tensor, or ``global``.
@@ -90,6 +92,8 @@ class UnlearnConfig(TrainingArguments):
             "end of its answer, and a warning counts them per split."
         },
     )
+    chat_date: str = field(default=CHAT_DATE, metadata={"help": CHAT_DATE_HELP})
+    system_prompt: str | None = field(default=None, metadata={"help": SYSTEM_PROMPT_HELP})
     gamma: float = field(default=1.0, metadata={"help": "Weight of the forget term."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
@@ -107,7 +111,14 @@ class UnlearnConfig(TrainingArguments):
     )
     hessian_estimator: str = field(default="fisher", metadata={"help": "fisher, ggn or hutchinson."})
     hessian_data: str = field(default="forget", metadata={"help": "Scoring data: forget, retain or both."})
-    hessian_samples: int = field(default=256, metadata={"help": "Maximum scoring examples per side."})
+    hessian_samples: int = field(
+        default=256,
+        metadata={
+            "help": "Scoring examples per side (forget and/or retain, see --hessian_data): a sample seeded by --seed "
+            "of that side's QA pairs (text: chunks), all of them when the side has fewer. Also the retain sample "
+            "of --retention_mask_ratio."
+        },
+    )
     hessian_probes: int = field(default=8, metadata={"help": "Rademacher probes of the Hutchinson estimator."})
     param_ratio: float = field(default=0.05, metadata={"help": "Fraction of parameter entries selected."})
     granularity: str = field(default="per_module", metadata={"help": "Top entries per_module or global."})
