@@ -106,9 +106,9 @@ def load_causal_lm(name_or_path: str | Path, dtype: str = "auto", device: str | 
         model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
-    check_finite_weights(model, name_or_path)
     if device:
         model.to(device)
+    check_finite_weights(model, name_or_path)  # on the run's device: one pass there, not a CPU pass first
     return model.eval()
 
 

@@ -44,13 +44,21 @@ def reference_folders(workdir: str | Path, forget_split: str = "forget10") -> li
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+# The header line of a recipe whose search found no trial meeting the retention constraint (the demo skips it).
+NOT_RECOMMENDED = "WARNING: no trial met minimum utility retention"
+NOT_FORGETTING = "WARNING: no feasible trial forgets"
+
+
+def is_recommended(recipe_text: str) -> bool:
+    """Whether a recipe file written by ``tune`` is a recommendation (its header carries neither warning)."""
+    return NOT_RECOMMENDED not in recipe_text and NOT_FORGETTING not in recipe_text
+
+
 def tuned_recipe(method: str) -> Path | None:
     """``configs/tuned_<method>.yaml`` of this checkout, the recommended recipe for ``method`` (chosen on the
     development family, never on the embedded benchmark); ``None`` where there is none (an installed wheel, or a
     method that was not tuned) or where the search found no trial that kept the utility, or none that kept it and
     forgot (its header says so, see :func:`.tune.is_recommended`: the file is then not a recommendation)."""
-    from .tune import is_recommended
-
     path = CONFIGS / f"tuned_{method}.yaml"
     if not path.is_file() or not is_recommended(path.read_text()):
         return None

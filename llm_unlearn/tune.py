@@ -38,11 +38,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .pipeline import NOT_FORGETTING, NOT_RECOMMENDED, is_recommended  # noqa: F401 (the recipe headers, re-exported)
+
 ROOT = Path(__file__).resolve().parent.parent
 
-# The header line of a recipe whose search found no trial meeting the retention constraint (the demo skips it).
-NOT_RECOMMENDED = "WARNING: no trial met minimum utility retention"
-NOT_FORGETTING = "WARNING: no feasible trial forgets"
 # The chosen feasible trial must come this many orders of magnitude (forget score) closer to the bar than the
 # untouched target, or it is a recipe that keeps the utility by leaving the model alone.
 MIN_FORGET_GAIN = 1.0
@@ -56,11 +55,6 @@ MIN_FORGET_GAIN = 1.0
 # (the untouched target far below their bar against every reference), of each test's
 # ``min(0, log10(min_k p_k / bar))``; forget quality alone where none does.
 OBJECTIVES = ("forget_quality", "forget_quality+answers", "verdict")
-
-
-def is_recommended(recipe_text: str) -> bool:
-    """Whether a recipe file written by ``tune`` is a recommendation (its header carries neither warning)."""
-    return NOT_RECOMMENDED not in recipe_text and NOT_FORGETTING not in recipe_text
 
 
 def target_forget_score(chosen: dict, bench: dict, objective: str = "forget_quality") -> float | None:
